@@ -1,0 +1,473 @@
+//! Header fields: names (with compact forms), the raw field as it arrived, and the typed
+//! value of the headers holdfast interprets (RFC 3261 §7.3, §20).
+
+use bytes::Bytes;
+
+use crate::auth::{AuthenticationInfo, Challenge, Credentials};
+use crate::error::Malformed;
+use crate::grammar::{self, Param, Scanner};
+use crate::name_addr::{ContactList, NameAddr};
+use crate::via::Via;
+
+macro_rules! header_names {
+    ($( $variant:ident => $canon:literal $(, $compact:literal)? ;)*) => {
+        /// The name of a header field. Names compare case-insensitively and compact forms
+        /// map to their long form; anything else is [`HeaderName::Other`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum HeaderName {
+            $(
+                #[doc = $canon]
+                $variant,
+            )*
+            /// A header holdfast passes through without interpreting.
+            Other,
+        }
+
+        impl HeaderName {
+            /// Recognizes a name as written on the wire.
+            pub fn from_bytes(name: &[u8]) -> HeaderName {
+                if name.len() == 1 {
+                    let c = name.first().map_or(0, u8::to_ascii_lowercase);
+                    $( $( if c == $compact { return HeaderName::$variant; } )? )*
+                    return HeaderName::Other;
+                }
+                $( if name.len() == $canon.len() && name.eq_ignore_ascii_case($canon.as_bytes()) {
+                    return HeaderName::$variant;
+                } )*
+                HeaderName::Other
+            }
+
+            /// The canonical long form (`""` for [`HeaderName::Other`]).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( HeaderName::$variant => $canon, )*
+                    HeaderName::Other => "",
+                }
+            }
+        }
+    };
+}
+
+header_names! {
+    Via => "Via", b'v';
+    From => "From", b'f';
+    To => "To", b't';
+    CallId => "Call-ID", b'i';
+    CSeq => "CSeq";
+    MaxForwards => "Max-Forwards";
+    Contact => "Contact", b'm';
+    Route => "Route";
+    RecordRoute => "Record-Route";
+    Path => "Path";
+    ContentLength => "Content-Length", b'l';
+    ContentType => "Content-Type", b'c';
+    ContentEncoding => "Content-Encoding", b'e';
+    Expires => "Expires";
+    MinExpires => "Min-Expires";
+    Supported => "Supported", b'k';
+    Require => "Require";
+    ProxyRequire => "Proxy-Require";
+    Unsupported => "Unsupported";
+    Authorization => "Authorization";
+    ProxyAuthorization => "Proxy-Authorization";
+    WwwAuthenticate => "WWW-Authenticate";
+    ProxyAuthenticate => "Proxy-Authenticate";
+    AuthenticationInfo => "Authentication-Info";
+    FlowTimer => "Flow-Timer";
+    Allow => "Allow";
+    Accept => "Accept";
+    Date => "Date";
+    Subject => "Subject", b's';
+    Event => "Event", b'o';
+    ReferTo => "Refer-To", b'r';
+    UserAgent => "User-Agent";
+    Server => "Server";
+    Timestamp => "Timestamp";
+}
+
+/// The typed value of a header holdfast interprets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Value {
+    /// Not interpreted: only the raw bytes are kept.
+    Raw,
+    /// Via: one field may hold several values.
+    Via(Vec<Via>),
+    /// From, To.
+    NameAddr(Box<NameAddr>),
+    /// Contact.
+    Contact(ContactList),
+    /// Route, Record-Route, Path.
+    Routes(Vec<NameAddr>),
+    /// Call-ID.
+    CallId(Bytes),
+    /// CSeq.
+    CSeq(CSeq),
+    /// Max-Forwards, Expires, Min-Expires, Flow-Timer.
+    Number(u32),
+    /// A number header whose value is out of range or not a number. RFC 4475 §3.1.2.4:
+    /// such a Max-Forwards or Expires is treated as absent, not fatal.
+    BadNumber,
+    /// Content-Length.
+    ContentLength(u64),
+    /// Content-Type.
+    MediaType(MediaType),
+    /// Supported, Require, Proxy-Require, Unsupported: option tags.
+    Tags(Vec<Bytes>),
+    /// Authorization, Proxy-Authorization.
+    Credentials(Box<Credentials>),
+    /// WWW-Authenticate, Proxy-Authenticate.
+    Challenge(Box<Challenge>),
+    /// Authentication-Info.
+    AuthInfo(Box<AuthenticationInfo>),
+}
+
+/// One header field as it arrived: its exact bytes (continuation lines and line end
+/// included), its name and value as slices of them, and the typed value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub(crate) name: HeaderName,
+    pub(crate) line: Bytes,
+    pub(crate) raw_name: Bytes,
+    pub(crate) raw_value: Bytes,
+    pub(crate) value: Value,
+}
+
+impl Header {
+    /// Builds a header from a name and value, typed as if it had been received.
+    pub fn new(name: &str, value: &[u8]) -> Result<Header, Malformed> {
+        let mut line = Vec::with_capacity(name.len().saturating_add(value.len()).saturating_add(4));
+        line.extend_from_slice(name.as_bytes());
+        line.extend_from_slice(b": ");
+        line.extend_from_slice(value);
+        line.extend_from_slice(b"\r\n");
+        let line = Bytes::from(line);
+        let name_end = name.len();
+        let value_start = name_end.saturating_add(2);
+        let value_end = line.len().saturating_sub(2);
+        Header::from_parts(line, name_end, value_start, value_end)
+    }
+
+    /// Types a field whose line, name end and value bounds are known. The name must be a
+    /// token and the value must not hold a line break that is not a fold.
+    pub(crate) fn from_parts(
+        line: Bytes,
+        name_end: usize,
+        value_start: usize,
+        value_end: usize,
+    ) -> Result<Header, Malformed> {
+        let raw_name = line.slice(..name_end.min(line.len()));
+        if !grammar::is_token_str(&raw_name) {
+            return Err(Malformed::HeaderLine);
+        }
+        let raw_value = if value_start <= value_end && value_end <= line.len() {
+            line.slice(value_start..value_end)
+        } else {
+            Bytes::new()
+        };
+        let name = HeaderName::from_bytes(&raw_name);
+        let value = parse_value(name, &raw_value)
+            .ok_or(Malformed::Header(name.as_str()))?;
+        Ok(Header {
+            name,
+            line,
+            raw_name,
+            raw_value,
+            value,
+        })
+    }
+
+    /// The recognized name.
+    pub fn name(&self) -> HeaderName {
+        self.name
+    }
+
+    /// The name as written.
+    pub fn raw_name(&self) -> &Bytes {
+        &self.raw_name
+    }
+
+    /// The value as written, without the surrounding white space; continuation lines
+    /// are kept as they arrived.
+    pub fn raw_value(&self) -> &Bytes {
+        &self.raw_value
+    }
+
+    /// The whole field as it will be serialized, line end included.
+    pub fn line(&self) -> &Bytes {
+        &self.line
+    }
+
+    /// The typed value.
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    /// True when the name matches `name` (case-insensitive, compact forms included for
+    /// known headers).
+    pub fn is(&self, name: &str) -> bool {
+        match self.name {
+            HeaderName::Other => self.raw_name.eq_ignore_ascii_case(name.as_bytes()),
+            n => HeaderName::from_bytes(name.as_bytes()) == n,
+        }
+    }
+}
+
+fn parse_value(name: HeaderName, v: &Bytes) -> Option<Value> {
+    Some(match name {
+        HeaderName::Via => Value::Via(crate::via::parse_list(v)?),
+        HeaderName::From | HeaderName::To => {
+            Value::NameAddr(Box::new(NameAddr::parse_single(v)?))
+        }
+        HeaderName::Contact => Value::Contact(ContactList::parse(v)?),
+        HeaderName::Route | HeaderName::RecordRoute | HeaderName::Path => {
+            Value::Routes(NameAddr::parse_list(v)?)
+        }
+        HeaderName::CallId => Value::CallId(parse_call_id(v)?),
+        HeaderName::CSeq => Value::CSeq(CSeq::parse(v)?),
+        HeaderName::ContentLength => Value::ContentLength(grammar::parse_u64(v)?),
+        HeaderName::MaxForwards => number(v, 255),
+        HeaderName::Expires | HeaderName::MinExpires | HeaderName::FlowTimer => {
+            number(v, u32::MAX)
+        }
+        HeaderName::ContentType => Value::MediaType(MediaType::parse(v)?),
+        HeaderName::Supported
+        | HeaderName::Require
+        | HeaderName::ProxyRequire
+        | HeaderName::Unsupported => Value::Tags(parse_tags(v)?),
+        HeaderName::Authorization | HeaderName::ProxyAuthorization => {
+            Value::Credentials(Box::new(Credentials::parse(v).ok()?))
+        }
+        HeaderName::WwwAuthenticate | HeaderName::ProxyAuthenticate => {
+            Value::Challenge(Box::new(Challenge::parse(v).ok()?))
+        }
+        HeaderName::AuthenticationInfo => {
+            Value::AuthInfo(Box::new(AuthenticationInfo::parse(v).ok()?))
+        }
+        _ => Value::Raw,
+    })
+}
+
+/// A delta-seconds style number: digits are required (anything else is malformed),
+/// but a value above `max` is kept as [`Value::BadNumber`] (treated as absent).
+fn number(v: &[u8], max: u32) -> Value {
+    match grammar::parse_u32(v) {
+        Some(n) if n <= max => Value::Number(n),
+        _ => Value::BadNumber,
+    }
+}
+
+/// `callid = word [ "@" word ]`: any visible characters, no white space.
+fn parse_call_id(v: &Bytes) -> Option<Bytes> {
+    let ok = !v.is_empty() && v.iter().all(|&b| b > b' ' && b < 0x7f);
+    ok.then(|| v.clone())
+}
+
+fn parse_tags(v: &Bytes) -> Option<Vec<Bytes>> {
+    let mut tags = Vec::new();
+    let mut s = Scanner::new(v);
+    s.skip_lws();
+    if s.at_end() {
+        // An empty Supported is legal (RFC 3261 §20.37).
+        return Some(tags);
+    }
+    loop {
+        tags.push(s.token()?);
+        if !s.list_sep()? {
+            return Some(tags);
+        }
+    }
+}
+
+/// A request method. Methods are case-sensitive (RFC 3261 §7.1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// INVITE
+    Invite,
+    /// ACK
+    Ack,
+    /// BYE
+    Bye,
+    /// CANCEL
+    Cancel,
+    /// REGISTER
+    Register,
+    /// OPTIONS
+    Options,
+    /// INFO (RFC 6086)
+    Info,
+    /// UPDATE (RFC 3311)
+    Update,
+    /// PRACK (RFC 3262)
+    Prack,
+    /// SUBSCRIBE (RFC 6665)
+    Subscribe,
+    /// NOTIFY (RFC 6665)
+    Notify,
+    /// REFER (RFC 3515)
+    Refer,
+    /// MESSAGE (RFC 3428)
+    Message,
+    /// PUBLISH (RFC 3903)
+    Publish,
+    /// An extension method, as written.
+    Other(Bytes),
+}
+
+impl Method {
+    /// Parses a method token; `None` if it is not a token.
+    pub fn parse(token: &Bytes) -> Option<Method> {
+        if !grammar::is_token_str(token) {
+            return None;
+        }
+        Some(match token.as_ref() {
+            b"INVITE" => Method::Invite,
+            b"ACK" => Method::Ack,
+            b"BYE" => Method::Bye,
+            b"CANCEL" => Method::Cancel,
+            b"REGISTER" => Method::Register,
+            b"OPTIONS" => Method::Options,
+            b"INFO" => Method::Info,
+            b"UPDATE" => Method::Update,
+            b"PRACK" => Method::Prack,
+            b"SUBSCRIBE" => Method::Subscribe,
+            b"NOTIFY" => Method::Notify,
+            b"REFER" => Method::Refer,
+            b"MESSAGE" => Method::Message,
+            b"PUBLISH" => Method::Publish,
+            _ => Method::Other(token.clone()),
+        })
+    }
+
+    /// The method as it is written on the wire.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Method::Invite => b"INVITE",
+            Method::Ack => b"ACK",
+            Method::Bye => b"BYE",
+            Method::Cancel => b"CANCEL",
+            Method::Register => b"REGISTER",
+            Method::Options => b"OPTIONS",
+            Method::Info => b"INFO",
+            Method::Update => b"UPDATE",
+            Method::Prack => b"PRACK",
+            Method::Subscribe => b"SUBSCRIBE",
+            Method::Notify => b"NOTIFY",
+            Method::Refer => b"REFER",
+            Method::Message => b"MESSAGE",
+            Method::Publish => b"PUBLISH",
+            Method::Other(b) => b,
+        }
+    }
+
+    /// True for an extension method holdfast does not know.
+    pub fn is_extension(&self) -> bool {
+        matches!(self, Method::Other(_))
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+/// `CSeq = 1*DIGIT LWS Method`, the number checked to fit 32 bits (RFC 3261 §8.1.1.5).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CSeq {
+    /// The sequence number.
+    pub seq: u32,
+    /// The method.
+    pub method: Method,
+}
+
+impl CSeq {
+    fn parse(v: &Bytes) -> Option<CSeq> {
+        let mut s = Scanner::new(v);
+        let digits = s.take_while(|b| b.is_ascii_digit());
+        let seq = grammar::parse_u32(s.bytes(digits))?;
+        if !s.skip_lws() {
+            return None;
+        }
+        let method = Method::parse(&s.token()?)?;
+        s.skip_lws();
+        s.at_end().then_some(CSeq { seq, method })
+    }
+}
+
+/// `media-type = m-type SLASH m-subtype *(SEMI m-parameter)` (RFC 3261 §20.15).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MediaType {
+    /// The top-level type, as written.
+    pub kind: Bytes,
+    /// The subtype, as written.
+    pub subtype: Bytes,
+    /// Parameters, in order.
+    pub params: Vec<Param>,
+}
+
+impl MediaType {
+    fn parse(v: &Bytes) -> Option<MediaType> {
+        let mut s = Scanner::new(v);
+        let kind = s.token()?;
+        if !s.eat_sep(b'/') {
+            return None;
+        }
+        let subtype = s.token()?;
+        let mut params = Vec::new();
+        s.params(&mut params)?;
+        s.skip_lws();
+        s.at_end().then_some(MediaType {
+            kind,
+            subtype,
+            params,
+        })
+    }
+
+    /// True when this is `kind/subtype`, compared case-insensitively.
+    pub fn is(&self, kind: &str, subtype: &str) -> bool {
+        self.kind.eq_ignore_ascii_case(kind.as_bytes())
+            && self.subtype.eq_ignore_ascii_case(subtype.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(HeaderName::from_bytes(b"v"), HeaderName::Via);
+        assert_eq!(HeaderName::from_bytes(b"MaX-fOrWaRdS"), HeaderName::MaxForwards);
+        assert_eq!(HeaderName::from_bytes(b"l"), HeaderName::ContentLength);
+        assert_eq!(HeaderName::from_bytes(b"X-Foo"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b"q"), HeaderName::Other);
+    }
+
+    #[test]
+    fn cseq() {
+        let c = CSeq::parse(&Bytes::from_static(b"0009\r\n  INVITE")).unwrap();
+        assert_eq!(c.seq, 9);
+        assert_eq!(c.method, Method::Invite);
+        assert!(CSeq::parse(&Bytes::from_static(b"36893488147419103232 INVITE")).is_none());
+        assert!(CSeq::parse(&Bytes::from_static(b"1INVITE")).is_none());
+        assert!(CSeq::parse(&Bytes::from_static(b"1 INVITE x")).is_none());
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(number(b"300", 255), Value::BadNumber);
+        assert_eq!(number(b"0068", 255), Value::Number(68));
+        assert_eq!(number(b"10000000000000000000005", u32::MAX), Value::BadNumber);
+    }
+
+    #[test]
+    fn header_new_types_its_value() {
+        let h = Header::new("CSeq", b"4711 REGISTER").unwrap();
+        assert_eq!(h.line().as_ref(), b"CSeq: 4711 REGISTER\r\n");
+        assert!(matches!(h.value(), Value::CSeq(c) if c.seq == 4711));
+        assert!(Header::new("CSeq", b"x").is_err());
+        assert!(Header::new("Bad Name", b"x").is_err());
+    }
+}

@@ -1,0 +1,400 @@
+//! The message parser shared by datagrams and streams (RFC 3261 §7, §18.3, §25).
+//!
+//! One pass over the header section: split lines (CRLF, or a bare LF as many devices
+//! send), join folds, slice each field, type the core headers. Every limit is checked
+//! before anything it guards is allocated.
+
+use bytes::Bytes;
+
+use crate::error::{LimitExceeded, Malformed, ParseError};
+use crate::grammar;
+use crate::header::{Header, HeaderName, Method, Value};
+use crate::limits::{Limit, Limits};
+use crate::message::{Message, RequestLine, StartLine, StatusLine};
+use crate::uri::Uri;
+
+fn limit(limit: Limit, max: usize) -> ParseError {
+    ParseError::Limit(LimitExceeded { limit, max })
+}
+
+/// Where the header section ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeadEnd {
+    /// Offset of the empty line that closes the headers.
+    pub(crate) blank_start: usize,
+    /// Offset of the first body byte.
+    pub(crate) body_start: usize,
+}
+
+/// Finds the empty line that ends the header section, starting the search at `from`
+/// (a resumption point that must be at a line start or before the last line end seen).
+/// `None` when `buf` does not hold it yet.
+pub(crate) fn find_head_end(buf: &[u8], from: usize) -> Option<HeadEnd> {
+    let mut pos = from;
+    loop {
+        let nl = pos.checked_add(memchr::memchr(b'\n', buf.get(pos..)?)?)?;
+        let after = nl.checked_add(1)?;
+        match buf.get(after) {
+            Some(b'\n') => {
+                return Some(HeadEnd {
+                    blank_start: after,
+                    body_start: after.checked_add(1)?,
+                })
+            }
+            Some(b'\r') if buf.get(after.checked_add(1)?) == Some(&b'\n') => {
+                return Some(HeadEnd {
+                    blank_start: after,
+                    body_start: after.checked_add(2)?,
+                })
+            }
+            _ => pos = after,
+        }
+    }
+}
+
+/// Number of leading CR and LF bytes (RFC 3261 §7.5: ignored before a start line).
+pub(crate) fn leading_line_ends(buf: &[u8]) -> usize {
+    buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count()
+}
+
+/// Parses one UDP datagram. Bytes after the body that Content-Length declares are
+/// ignored (RFC 4475 §3.1.1.8); a Content-Length larger than the datagram is an error
+/// (§18.3); without Content-Length the body runs to the end of the datagram.
+pub fn parse_datagram(data: Bytes, limits: &Limits) -> Result<Message, ParseError> {
+    if data.len() > limits.max_message_size {
+        return Err(limit(Limit::MessageSize, limits.max_message_size));
+    }
+    let skip = leading_line_ends(&data);
+    let data = data.slice(skip..);
+    if data.is_empty() {
+        return Err(Malformed::Empty.into());
+    }
+    let end = find_head_end(&data, 0);
+    let head_len = end.map_or(data.len(), |e| e.blank_start);
+    if head_len > limits.max_head_size {
+        return Err(limit(Limit::HeadSize, limits.max_head_size));
+    }
+    let mut msg = parse_head(data.slice(..head_len), limits)?;
+    let Some(end) = end else {
+        // The datagram ends inside the headers. RFC 5118 §4.10 asks elements to
+        // tolerate this; there is no body then, and Content-Length must not say
+        // otherwise.
+        if msg.content_length().unwrap_or(0) != 0 {
+            return Err(Malformed::Unterminated.into());
+        }
+        msg.original = Some(data);
+        return Ok(msg);
+    };
+    msg.blank = data.slice(end.blank_start..end.body_start);
+    let available = data.len().saturating_sub(end.body_start);
+    let body_len = match msg.content_length() {
+        Some(declared) => {
+            let declared_len = usize::try_from(declared).ok().filter(|&n| n <= available);
+            declared_len.ok_or(Malformed::Truncated {
+                declared,
+                available,
+            })?
+        }
+        None => available,
+    };
+    if body_len > limits.max_body_size {
+        return Err(limit(Limit::BodySize, limits.max_body_size));
+    }
+    let msg_end = end.body_start.saturating_add(body_len);
+    msg.body = data.slice(end.body_start..msg_end);
+    msg.original = Some(data.slice(..msg_end));
+    Ok(msg)
+}
+
+/// Parses a message whose bytes are exactly head + blank line + body, as the stream
+/// framer cuts them.
+pub(crate) fn parse_framed(data: Bytes, end: HeadEnd, limits: &Limits) -> Result<Message, ParseError> {
+    let mut msg = parse_head(data.slice(..end.blank_start), limits)?;
+    msg.blank = data.slice(end.blank_start..end.body_start);
+    msg.body = data.slice(end.body_start..);
+    msg.original = Some(data);
+    Ok(msg)
+}
+
+/// Parses the start line and header fields of `head` (which excludes the blank line).
+fn parse_head(head: Bytes, limits: &Limits) -> Result<Message, ParseError> {
+    let first_nl = memchr::memchr(b'\n', &head);
+    let start_end = first_nl.map_or(head.len(), |p| p.saturating_add(1));
+    let start_raw = head.slice(..start_end);
+    if start_raw.len() > limits.max_header_line {
+        return Err(limit(Limit::HeaderLine, limits.max_header_line));
+    }
+    let start = parse_start_line(&start_raw)?;
+
+    // First pass: count fields so the vector is allocated once, within the limit.
+    let fields = head
+        .get(start_end..)
+        .unwrap_or_default()
+        .split(|&b| b == b'\n')
+        .filter(|l| !matches!(l.first(), Some(b' ' | b'\t') | None))
+        .count();
+    if fields > limits.max_headers {
+        return Err(limit(Limit::Headers, limits.max_headers));
+    }
+    let mut headers = Vec::with_capacity(fields);
+    let mut folds = 0usize;
+    let mut vias = 0usize;
+    let mut content_length: Option<u64> = None;
+
+    let mut pos = start_end;
+    while pos < head.len() {
+        // One field: its first line and every continuation line after it.
+        let field_start = pos;
+        let mut field_end;
+        loop {
+            let rest = head.get(pos..).unwrap_or_default();
+            let line_end = memchr::memchr(b'\n', rest).map_or(head.len(), |p| pos.saturating_add(p).saturating_add(1));
+            field_end = line_end;
+            pos = line_end;
+            match head.get(pos) {
+                Some(b' ' | b'\t') => {
+                    folds = folds.saturating_add(1);
+                    if folds > limits.max_folds {
+                        return Err(limit(Limit::Folds, limits.max_folds));
+                    }
+                }
+                _ => break,
+            }
+        }
+        if field_end.saturating_sub(field_start) > limits.max_header_line {
+            return Err(limit(Limit::HeaderLine, limits.max_header_line));
+        }
+        let line = head.slice(field_start..field_end);
+        let header = split_field(line)?;
+        match &header.value {
+            Value::Via(list) => {
+                vias = vias.saturating_add(list.len());
+                if vias > limits.max_vias {
+                    return Err(limit(Limit::Vias, limits.max_vias));
+                }
+            }
+            Value::ContentLength(n) => {
+                // Two different Content-Length values cannot both frame the message
+                // (RFC 4475 §3.3.9).
+                if content_length.is_some_and(|prev| prev != *n) {
+                    return Err(Malformed::Header("Content-Length").into());
+                }
+                content_length = Some(*n);
+            }
+            _ => {}
+        }
+        headers.push(header);
+    }
+    Ok(Message {
+        start,
+        start_raw,
+        headers,
+        blank: Bytes::new(),
+        body: Bytes::new(),
+        original: None,
+    })
+}
+
+/// Splits one field (with its continuation lines and line end) into name and value and
+/// types it.
+fn split_field(line: Bytes) -> Result<Header, ParseError> {
+    let content_end = line_content_end(&line);
+    // Within the field, a CR must be part of a CRLF, and every line break must be
+    // followed by white space (a fold); the line splitter guarantees the latter.
+    let content = line.get(..content_end).unwrap_or_default();
+    let mut cr = memchr::memchr_iter(b'\r', content);
+    if cr.any(|p| content.get(p.saturating_add(1)) != Some(&b'\n')) {
+        return Err(Malformed::Folding.into());
+    }
+    if matches!(line.first(), Some(b' ' | b'\t')) {
+        // A continuation line with no field before it.
+        return Err(Malformed::Folding.into());
+    }
+    let colon = memchr::memchr(b':', content).ok_or(Malformed::HeaderLine)?;
+    let name_part = content.get(..colon).unwrap_or_default();
+    // `field-name HCOLON`: white space may come before the colon.
+    let name_end = name_part
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(0, |p| p.saturating_add(1));
+    let value_part = content.get(colon.saturating_add(1)..).unwrap_or_default();
+    let lead = value_part.iter().take_while(|&&b| grammar::is_lws(b)).count();
+    let value_start = colon.saturating_add(1).saturating_add(lead);
+    let trimmed_len = grammar::trim_lws(value_part).len();
+    let value_end = value_start.saturating_add(trimmed_len);
+    Header::from_parts(line, name_end, value_start, value_end).map_err(ParseError::from)
+}
+
+/// The end of a line's content: before its CRLF or LF.
+fn line_content_end(line: &[u8]) -> usize {
+    match line {
+        [.., b'\r', b'\n'] => line.len().saturating_sub(2),
+        [.., b'\n'] => line.len().saturating_sub(1),
+        _ => line.len(),
+    }
+}
+
+fn is_version(v: &[u8]) -> bool {
+    // SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT
+    let Some(rest) = v
+        .get(..4)
+        .filter(|p| p.eq_ignore_ascii_case(b"SIP/"))
+        .and_then(|_| v.get(4..))
+    else {
+        return false;
+    };
+    let mut parts = rest.splitn(2, |&b| b == b'.');
+    let major = parts.next().unwrap_or_default();
+    let minor = parts.next().unwrap_or_default();
+    !major.is_empty()
+        && !minor.is_empty()
+        && major.len() <= 9
+        && minor.len() <= 9
+        && major.iter().chain(minor).all(u8::is_ascii_digit)
+}
+
+fn parse_start_line(raw: &Bytes) -> Result<StartLine, ParseError> {
+    let line = raw.slice(..line_content_end(raw));
+    if line.contains(&b'\r') {
+        return Err(Malformed::StartLine.into());
+    }
+    if line.len() >= 4 && line.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/")) {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+        let sp = memchr::memchr(b' ', &line).ok_or(Malformed::StartLine)?;
+        let version = line.slice(..sp);
+        if !is_version(&version) {
+            return Err(Malformed::Version.into());
+        }
+        let code = line.get(sp.saturating_add(1)..sp.saturating_add(4)).ok_or(Malformed::StatusCode)?;
+        let code = grammar::parse_u32(code)
+            .and_then(|c| u16::try_from(c).ok())
+            .filter(|c| (100..=699).contains(c))
+            .ok_or(Malformed::StatusCode)?;
+        if line.get(sp.saturating_add(4)) != Some(&b' ') {
+            return Err(Malformed::StatusCode.into());
+        }
+        let reason = line.slice(sp.saturating_add(5)..);
+        return Ok(StartLine::Response(StatusLine {
+            version,
+            code,
+            reason,
+        }));
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version: exactly one SP each.
+    let sp1 = memchr::memchr(b' ', &line).ok_or(Malformed::StartLine)?;
+    let sp2 = memchr::memrchr(b' ', &line).ok_or(Malformed::StartLine)?;
+    if sp2 <= sp1 {
+        return Err(Malformed::StartLine.into());
+    }
+    let method = Method::parse(&line.slice(..sp1)).ok_or(Malformed::Method)?;
+    let version = line.slice(sp2.saturating_add(1)..);
+    if !is_version(&version) {
+        return Err(Malformed::Version.into());
+    }
+    let uri = Uri::parse(line.slice(sp1.saturating_add(1)..sp2)).map_err(Malformed::RequestUri)?;
+    Ok(StartLine::Request(RequestLine {
+        method,
+        uri,
+        version,
+    }))
+}
+
+impl Header {
+    /// True when this field is one RFC 3261 allows only once per message.
+    pub(crate) fn is_single(&self) -> bool {
+        matches!(
+            self.name,
+            HeaderName::From
+                | HeaderName::To
+                | HeaderName::CallId
+                | HeaderName::CSeq
+                | HeaderName::MaxForwards
+                | HeaderName::ContentLength
+                | HeaderName::ContentType
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &[u8] = b"INVITE sip:bob@biloxi.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds\r\n\
+Max-Forwards: 70\r\n\
+To: Bob <sip:bob@biloxi.com>\r\n\
+From: Alice <sip:alice@atlanta.com>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710@pc33.atlanta.com\r\n\
+CSeq: 314159 INVITE\r\n\
+Contact: <sip:alice@pc33.atlanta.com>\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 4\r\n\
+\r\n\
+v=0\n";
+
+    #[test]
+    fn parses_and_serializes_exactly() {
+        let m = parse_datagram(Bytes::from_static(INVITE), &Limits::default()).unwrap();
+        assert_eq!(m.method(), Some(&Method::Invite));
+        assert_eq!(m.headers().len(), 9);
+        assert_eq!(m.cseq().unwrap().seq, 314159);
+        assert_eq!(m.body().as_ref(), b"v=0\n");
+        assert_eq!(m.to_bytes().as_ref(), INVITE);
+        let mut copy = m.clone();
+        copy.original = None;
+        assert_eq!(copy.to_bytes().as_ref(), INVITE);
+    }
+
+    #[test]
+    fn head_end() {
+        assert_eq!(
+            find_head_end(b"A\r\nB: c\r\n\r\nbody", 0),
+            Some(HeadEnd { blank_start: 9, body_start: 11 })
+        );
+        assert_eq!(
+            find_head_end(b"A\nB: c\n\nbody", 0),
+            Some(HeadEnd { blank_start: 7, body_start: 8 })
+        );
+        assert_eq!(find_head_end(b"A\r\nB: c\r\n\r", 0), None);
+    }
+
+    #[test]
+    fn status_lines() {
+        let l = Limits::default();
+        let m = parse_datagram(Bytes::from_static(b"SIP/2.0 100 \r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n"), &l).unwrap();
+        assert_eq!(m.status(), Some(100));
+        for bad in [
+            &b"SIP/2.0 4294967301 Huge\r\n\r\n"[..],
+            b"SIP/2.0 99 Low\r\n\r\n",
+            b"SIP/2.0 700 High\r\n\r\n",
+            b"SIP/2.0 2000 x\r\n\r\n",
+        ] {
+            assert!(parse_datagram(Bytes::copy_from_slice(bad), &l).is_err());
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let mut l = Limits::default();
+        l.max_headers = 5;
+        assert!(matches!(
+            parse_datagram(Bytes::from_static(INVITE), &l),
+            Err(ParseError::Limit(LimitExceeded { limit: Limit::Headers, .. }))
+        ));
+        let mut l = Limits::default();
+        l.max_message_size = 100;
+        assert!(matches!(
+            parse_datagram(Bytes::from_static(INVITE), &l),
+            Err(ParseError::Limit(LimitExceeded { limit: Limit::MessageSize, .. }))
+        ));
+    }
+
+    #[test]
+    fn content_length_is_checked() {
+        let l = Limits::default();
+        for cl in ["18446744073709551615", "-1", "9999999999", "18446744073709551616", "5"] {
+            let raw = format!("OPTIONS sip:a@b SIP/2.0\r\nContent-Length: {cl}\r\n\r\nab");
+            assert!(parse_datagram(Bytes::from(raw), &l).is_err(), "{cl}");
+        }
+    }
+}

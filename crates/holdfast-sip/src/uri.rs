@@ -1,0 +1,721 @@
+//! URIs: `sip`, `sips` and `tel` parsed, any other scheme kept as opaque text
+//! (RFC 3261 §19.1, §25.1; RFC 3966; RFC 5118 for IPv6 references).
+//!
+//! A [`Uri`] keeps the exact bytes it was parsed from, so forwarding one never rewrites
+//! it. [`Uri::equivalent`] is the comparison of RFC 3261 §19.1.4.
+
+use std::borrow::Cow;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use bytes::Bytes;
+
+use crate::grammar::Param;
+
+/// Why a URI did not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum UriError {
+    /// No `scheme:` at the start.
+    #[error("missing or invalid scheme")]
+    Scheme,
+    /// The user or password part holds a character the grammar does not allow.
+    #[error("invalid user part")]
+    UserInfo,
+    /// The host is missing or is not a hostname, IPv4 address or IPv6 reference.
+    #[error("invalid host")]
+    Host,
+    /// The port is not a number from 0 to 65535.
+    #[error("invalid port")]
+    Port,
+    /// A `;name=value` parameter is malformed.
+    #[error("invalid parameter")]
+    Param,
+    /// A `?name=value` header is malformed.
+    #[error("invalid header")]
+    Header,
+    /// A byte that no URI may contain (space, control character, `<`, `>`, `"`).
+    #[error("invalid character")]
+    Char,
+    /// A `%` that is not followed by two hex digits.
+    #[error("invalid escape")]
+    Escape,
+}
+
+/// A parsed URI. Equality (`==`) is byte-for-byte; use [`Uri::equivalent`] for the
+/// RFC 3261 comparison.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Uri {
+    /// `sip:` or `sips:`.
+    Sip(SipUri),
+    /// `tel:` (RFC 3966).
+    Tel(TelUri),
+    /// Any other scheme, kept as written.
+    Other(OtherUri),
+}
+
+/// A `sip:` or `sips:` URI.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SipUri {
+    raw: Bytes,
+    /// `sips:` rather than `sip:`.
+    pub secure: bool,
+    /// The user part, still %-escaped as written.
+    pub user: Option<Bytes>,
+    /// The password, still %-escaped as written.
+    pub password: Option<Bytes>,
+    /// The host.
+    pub host: Host,
+    /// The host as written (an IPv6 reference keeps its brackets).
+    pub host_text: Bytes,
+    /// The explicit port, if any.
+    pub port: Option<u16>,
+    /// `;name[=value]` parameters in order, escapes kept.
+    pub params: Vec<Param>,
+    /// `?name=value&…` headers in order, escapes kept.
+    pub headers: Vec<Param>,
+}
+
+/// A `tel:` URI.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TelUri {
+    raw: Bytes,
+    /// The number as written, with its visual separators.
+    pub number: Bytes,
+    /// `;name[=value]` parameters in order.
+    pub params: Vec<Param>,
+}
+
+/// A URI of a scheme holdfast does not interpret.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OtherUri {
+    raw: Bytes,
+    /// The scheme, as written.
+    pub scheme: Bytes,
+}
+
+/// The host of a SIP URI or Via.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// A domain name, as written.
+    Name(Bytes),
+    /// A dotted IPv4 address.
+    V4(Ipv4Addr),
+    /// An IPv6 reference (written in brackets).
+    V6(Ipv6Addr),
+}
+
+impl Host {
+    /// Parses a host: hostname, IPv4 address or bracketed IPv6 reference. With
+    /// `bare_v6`, an IPv6 address without brackets is accepted too (RFC 5118 §4.5 asks
+    /// for that liberality in Via `received`).
+    pub fn parse(text: &Bytes, bare_v6: bool) -> Result<Host, UriError> {
+        match text.as_ref() {
+            [] => Err(UriError::Host),
+            [b'[', inner @ .., b']'] => parse_v6(inner).map(Host::V6).ok_or(UriError::Host),
+            t if bare_v6 && t.contains(&b':') => parse_v6(t).map(Host::V6).ok_or(UriError::Host),
+            t if is_ipv4_shape(t) => std::str::from_utf8(t)
+                .ok()
+                .and_then(|s| s.parse::<Ipv4Addr>().ok())
+                .map(Host::V4)
+                .ok_or(UriError::Host),
+            t if is_hostname(t) => Ok(Host::Name(text.clone())),
+            _ => Err(UriError::Host),
+        }
+    }
+
+    /// The address, when the host is an IP literal.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Host::Name(_) => None,
+            Host::V4(a) => Some(IpAddr::V4(*a)),
+            Host::V6(a) => Some(IpAddr::V6(*a)),
+        }
+    }
+
+    /// Host comparison of RFC 3261 §19.1.4: names case-insensitively, addresses by value,
+    /// and a name never equals an address.
+    pub fn equivalent(&self, other: &Host) -> bool {
+        match (self, other) {
+            (Host::Name(a), Host::Name(b)) => {
+                trim_dot(a).eq_ignore_ascii_case(trim_dot(b))
+            }
+            (Host::V4(a), Host::V4(b)) => a == b,
+            (Host::V6(a), Host::V6(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+fn trim_dot(s: &[u8]) -> &[u8] {
+    s.strip_suffix(b".").unwrap_or(s)
+}
+
+fn is_ipv4_shape(t: &[u8]) -> bool {
+    t.iter().all(|&b| b.is_ascii_digit() || b == b'.') && t.iter().filter(|&&b| b == b'.').count() == 3
+}
+
+fn is_hostname(t: &[u8]) -> bool {
+    // *( domainlabel "." ) toplabel [ "." ]; '_' is tolerated as real deployments use it.
+    let t = t.strip_suffix(b".").unwrap_or(t);
+    !t.is_empty()
+        && t.split(|&b| b == b'.').all(|label| {
+            !label.is_empty()
+                && label
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// Parses the inside of an IPv6 reference. RFC 5118 §4.10: an element must tolerate the
+/// three-colon form (`2001:db8:::192.0.2.1`) that RFC 3261's ABNF allows, and read it as
+/// the two-colon address.
+fn parse_v6(t: &[u8]) -> Option<Ipv6Addr> {
+    if t.len() > 64 || !t.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+        return None;
+    }
+    let s = std::str::from_utf8(t).ok()?;
+    s.parse::<Ipv6Addr>()
+        .ok()
+        .or_else(|| s.replacen(":::", "::", 1).parse::<Ipv6Addr>().ok())
+}
+
+const fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')')
+}
+
+const fn is_user_char(b: u8) -> bool {
+    is_unreserved(b) || matches!(b, b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/')
+}
+
+const fn is_password_char(b: u8) -> bool {
+    is_unreserved(b) || matches!(b, b'&' | b'=' | b'+' | b'$' | b',')
+}
+
+const fn is_param_char(b: u8) -> bool {
+    is_unreserved(b) || matches!(b, b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$')
+}
+
+const fn is_hnv_char(b: u8) -> bool {
+    is_unreserved(b) || matches!(b, b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$')
+}
+
+/// RFC 3261 §19.1.2 `reserved`: escaped and unescaped forms of these differ.
+const fn is_reserved(b: u8) -> bool {
+    matches!(
+        b,
+        b';' | b'/' | b'?' | b':' | b'@' | b'&' | b'=' | b'+' | b'$' | b','
+    )
+}
+
+/// Checks that `s` is made of `allowed` characters and well-formed `%HH` escapes.
+fn check_escaped(s: &[u8], allowed: impl Fn(u8) -> bool, err: UriError) -> Result<(), UriError> {
+    let mut i = 0usize;
+    while let Some(&b) = s.get(i) {
+        if b == b'%' {
+            let ok = s.get(i.saturating_add(1)).is_some_and(u8::is_ascii_hexdigit)
+                && s.get(i.saturating_add(2)).is_some_and(u8::is_ascii_hexdigit);
+            if !ok {
+                return Err(UriError::Escape);
+            }
+            i = i.saturating_add(3);
+        } else if allowed(b) {
+            i = i.saturating_add(1);
+        } else {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+fn hex_val(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b.wrapping_sub(b'0'),
+        b'a'..=b'f' => b.wrapping_sub(b'a').wrapping_add(10),
+        b'A'..=b'F' => b.wrapping_sub(b'A').wrapping_add(10),
+        _ => 0,
+    }
+}
+
+/// Decodes every `%HH` escape (a `%` not followed by two hex digits stays as is).
+/// `%00` decodes to a NUL byte: the result is bytes, never cut at a NUL.
+pub fn unescape(s: &[u8]) -> Cow<'_, [u8]> {
+    if !s.contains(&b'%') {
+        return Cow::Borrowed(s);
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0usize;
+    while let Some(&b) = s.get(i) {
+        match (b, s.get(i.saturating_add(1)), s.get(i.saturating_add(2))) {
+            (b'%', Some(&h), Some(&l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+                out.push(hex_val(h).wrapping_mul(16).wrapping_add(hex_val(l)));
+                i = i.saturating_add(3);
+            }
+            _ => {
+                out.push(b);
+                i = i.saturating_add(1);
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The canonical form for §19.1.4 comparison: unreserved characters unescaped,
+/// reserved ones kept escaped with upper-case hex, optionally lower-cased.
+fn canonical(s: &[u8], fold_case: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0usize;
+    while let Some(&b) = s.get(i) {
+        let (c, escaped, step) = match (b, s.get(i.saturating_add(1)), s.get(i.saturating_add(2))) {
+            (b'%', Some(&h), Some(&l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+                (hex_val(h).wrapping_mul(16).wrapping_add(hex_val(l)), true, 3usize)
+            }
+            _ => (b, false, 1usize),
+        };
+        if escaped && is_reserved(c) {
+            out.push(b'%');
+            out.extend_from_slice(format!("{c:02X}").as_bytes());
+        } else if fold_case {
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+        i = i.saturating_add(step);
+    }
+    out
+}
+
+/// Splits `;a=b;c` (without the leading `;`) into params, checking each character.
+fn parse_uri_params(
+    s: &Bytes,
+    sep: u8,
+    chars: fn(u8) -> bool,
+    err: UriError,
+    require_value: bool,
+    out: &mut Vec<Param>,
+) -> Result<(), UriError> {
+    let mut start = 0usize;
+    let bytes = s.as_ref();
+    loop {
+        let end = memchr::memchr(sep, bytes.get(start..).unwrap_or_default())
+            .map_or(bytes.len(), |p| start.saturating_add(p));
+        let part = bytes.get(start..end).unwrap_or_default();
+        if part.is_empty() {
+            return Err(err);
+        }
+        let (name, value) = match memchr::memchr(b'=', part) {
+            Some(eq) => {
+                let name = s.slice(start..start.saturating_add(eq));
+                let value = s.slice(start.saturating_add(eq).saturating_add(1)..end);
+                (name, Some(value))
+            }
+            None if require_value => return Err(err),
+            None => (s.slice(start..end), None),
+        };
+        if name.is_empty() {
+            return Err(err);
+        }
+        check_escaped(&name, chars, err)?;
+        if let Some(v) = &value {
+            check_escaped(v, chars, err)?;
+        }
+        out.push(Param { name, value });
+        if end >= bytes.len() {
+            return Ok(());
+        }
+        start = end.saturating_add(1);
+    }
+}
+
+fn is_scheme(s: &[u8]) -> bool {
+    matches!(s.first(), Some(b) if b.is_ascii_alphabetic())
+        && s
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+}
+
+impl Uri {
+    /// Parses a URI from exactly these bytes (no surrounding LWS or brackets).
+    pub fn parse(raw: Bytes) -> Result<Uri, UriError> {
+        if raw
+            .iter()
+            .any(|&b| b <= b' ' || b >= 0x7f || matches!(b, b'<' | b'>' | b'"'))
+        {
+            return Err(UriError::Char);
+        }
+        let colon = memchr::memchr(b':', &raw).ok_or(UriError::Scheme)?;
+        let scheme = raw.get(..colon).unwrap_or_default();
+        if !is_scheme(scheme) {
+            return Err(UriError::Scheme);
+        }
+        let rest = raw.slice(colon.saturating_add(1)..);
+        if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
+            let secure = scheme.len() == 4;
+            SipUri::parse_rest(raw.clone(), rest, secure).map(Uri::Sip)
+        } else if scheme.eq_ignore_ascii_case(b"tel") {
+            TelUri::parse_rest(raw.clone(), rest).map(Uri::Tel)
+        } else {
+            if rest.is_empty() {
+                return Err(UriError::Scheme);
+            }
+            let scheme = raw.slice(..colon);
+            Ok(Uri::Other(OtherUri { raw, scheme }))
+        }
+    }
+
+    /// The URI exactly as written.
+    pub fn as_bytes(&self) -> &Bytes {
+        match self {
+            Uri::Sip(u) => &u.raw,
+            Uri::Tel(u) => &u.raw,
+            Uri::Other(u) => &u.raw,
+        }
+    }
+
+    /// The scheme, lower-case for the known ones and as written otherwise.
+    pub fn scheme(&self) -> &[u8] {
+        match self {
+            Uri::Sip(u) if u.secure => b"sips",
+            Uri::Sip(_) => b"sip",
+            Uri::Tel(_) => b"tel",
+            Uri::Other(u) => &u.scheme,
+        }
+    }
+
+    /// The SIP URI, if this is one.
+    pub fn as_sip(&self) -> Option<&SipUri> {
+        match self {
+            Uri::Sip(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// URI comparison of RFC 3261 §19.1.4 (and RFC 3966 §4 for `tel`).
+    pub fn equivalent(&self, other: &Uri) -> bool {
+        match (self, other) {
+            (Uri::Sip(a), Uri::Sip(b)) => a.equivalent(b),
+            (Uri::Tel(a), Uri::Tel(b)) => a.equivalent(b),
+            (Uri::Other(a), Uri::Other(b)) => {
+                a.scheme.eq_ignore_ascii_case(&b.scheme)
+                    && a.raw.get(a.scheme.len()..) == b.raw.get(b.scheme.len()..)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Uri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+impl SipUri {
+    fn parse_rest(raw: Bytes, rest: Bytes, secure: bool) -> Result<SipUri, UriError> {
+        // userinfo is everything before the first '@': no other URI component may hold
+        // an unescaped '@', while the user part may hold ';' and '?'.
+        let (user, password, hostpart) = match memchr::memchr(b'@', &rest) {
+            Some(at) => {
+                let userinfo = rest.slice(..at);
+                let hostpart = rest.slice(at.saturating_add(1)..);
+                let (user, password) = match memchr::memchr(b':', &userinfo) {
+                    Some(c) => (
+                        userinfo.slice(..c),
+                        Some(userinfo.slice(c.saturating_add(1)..)),
+                    ),
+                    None => (userinfo, None),
+                };
+                if user.is_empty() {
+                    return Err(UriError::UserInfo);
+                }
+                check_escaped(&user, is_user_char, UriError::UserInfo)?;
+                if let Some(p) = &password {
+                    check_escaped(p, is_password_char, UriError::UserInfo)?;
+                }
+                (Some(user), password, hostpart)
+            }
+            None => (None, None, rest),
+        };
+        let hp_end = hostpart
+            .iter()
+            .position(|&b| b == b';' || b == b'?')
+            .unwrap_or(hostpart.len());
+        let hostport = hostpart.slice(..hp_end);
+        let (host_text, port) = split_hostport(&hostport)?;
+        let host = Host::parse(&host_text, false)?;
+
+        let mut params = Vec::new();
+        let mut headers = Vec::new();
+        let tail = hostpart.slice(hp_end..);
+        let q = memchr::memchr(b'?', &tail).unwrap_or(tail.len());
+        if let Some(b';') = tail.first() {
+            let p = tail.slice(1..q);
+            parse_uri_params(&p, b';', is_param_char, UriError::Param, false, &mut params)?;
+        }
+        if q < tail.len() {
+            let h = tail.slice(q.saturating_add(1)..);
+            parse_uri_params(&h, b'&', is_hnv_char, UriError::Header, true, &mut headers)?;
+        }
+        Ok(SipUri {
+            raw,
+            secure,
+            user,
+            password,
+            host,
+            host_text,
+            port,
+            params,
+            headers,
+        })
+    }
+
+    /// The URI exactly as written.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// The value of a URI parameter, by case-insensitive name. `Some(None)` means the
+    /// parameter is present without a value (as `lr`).
+    pub fn param(&self, name: &str) -> Option<Option<&Bytes>> {
+        crate::grammar::find_param(&self.params, name).map(|p| p.value.as_ref())
+    }
+
+    /// The user part with its escapes decoded (`%00` becomes a NUL byte).
+    pub fn user_unescaped(&self) -> Option<Cow<'_, [u8]>> {
+        self.user.as_deref().map(unescape)
+    }
+
+    /// RFC 3261 §19.1.4.
+    pub fn equivalent(&self, other: &SipUri) -> bool {
+        if self.secure != other.secure
+            || !opt_eq(&self.user, &other.user, false)
+            || !opt_eq(&self.password, &other.password, false)
+            || !self.host.equivalent(&other.host)
+            || self.port != other.port
+        {
+            return false;
+        }
+        // user, ttl, method, maddr and transport must match when either side has them;
+        // any other parameter must match only when both sides have it.
+        const MUST: [&str; 5] = ["user", "ttl", "method", "maddr", "transport"];
+        for p in &self.params {
+            let theirs = crate::grammar::find_param(&other.params, &String::from_utf8_lossy(&p.name));
+            match theirs {
+                Some(t) => {
+                    if !opt_eq(&p.value, &t.value, true) {
+                        return false;
+                    }
+                }
+                None if MUST.iter().any(|m| p.name.eq_ignore_ascii_case(m.as_bytes())) => {
+                    return false;
+                }
+                None => {}
+            }
+        }
+        for m in MUST {
+            if other.param(m).is_some() && self.param(m).is_none() {
+                return false;
+            }
+        }
+        // Headers are never ignored: each side's must all be on the other.
+        self.headers.len() == other.headers.len()
+            && self.headers.iter().all(|h| {
+                other.headers.iter().any(|o| {
+                    canonical(&h.name, true) == canonical(&o.name, true)
+                        && opt_eq(&h.value, &o.value, false)
+                })
+            })
+    }
+}
+
+fn opt_eq(a: &Option<Bytes>, b: &Option<Bytes>, fold_case: bool) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => canonical(a, fold_case) == canonical(b, fold_case),
+        _ => false,
+    }
+}
+
+/// Splits `host[:port]`, where host may be a bracketed IPv6 reference.
+pub(crate) fn split_hostport(hp: &Bytes) -> Result<(Bytes, Option<u16>), UriError> {
+    let host_end = if hp.first() == Some(&b'[') {
+        memchr::memchr(b']', hp)
+            .ok_or(UriError::Host)?
+            .saturating_add(1)
+    } else {
+        memchr::memchr(b':', hp).unwrap_or(hp.len())
+    };
+    let host = hp.slice(..host_end);
+    let rest = hp.get(host_end..).unwrap_or_default();
+    let port = match rest {
+        [] => None,
+        [b':', digits @ ..] => Some(
+            crate::grammar::parse_u32(digits)
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or(UriError::Port)?,
+        ),
+        _ => return Err(UriError::Host),
+    };
+    Ok((host, port))
+}
+
+impl TelUri {
+    fn parse_rest(raw: Bytes, rest: Bytes) -> Result<TelUri, UriError> {
+        let end = memchr::memchr(b';', &rest).unwrap_or(rest.len());
+        let number = rest.slice(..end);
+        let ok = |b: u8| b.is_ascii_hexdigit() || matches!(b, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#' | b'p' | b'w');
+        if number.is_empty() || !number.iter().all(|&b| ok(b)) {
+            return Err(UriError::UserInfo);
+        }
+        let mut params = Vec::new();
+        if end < rest.len() {
+            let p = rest.slice(end.saturating_add(1)..);
+            parse_uri_params(&p, b';', is_param_char, UriError::Param, false, &mut params)?;
+        }
+        Ok(TelUri { raw, number, params })
+    }
+
+    /// The URI exactly as written.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// RFC 3966 §4: numbers compare without their visual separators; parameters compare
+    /// case-insensitively regardless of order.
+    pub fn equivalent(&self, other: &TelUri) -> bool {
+        let digits = |n: &[u8]| -> Vec<u8> {
+            n.iter()
+                .filter(|b| !matches!(b, b'-' | b'.' | b'(' | b')'))
+                .map(u8::to_ascii_lowercase)
+                .collect()
+        };
+        digits(&self.number) == digits(&other.number)
+            && self.params.len() == other.params.len()
+            && self.params.iter().all(|p| {
+                other.params.iter().any(|o| {
+                    p.name.eq_ignore_ascii_case(&o.name) && opt_eq(&p.value, &o.value, true)
+                })
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sip(s: &'static str) -> SipUri {
+        match Uri::parse(Bytes::from_static(s.as_bytes())) {
+            Ok(Uri::Sip(u)) => u,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    fn eq(a: &'static str, b: &'static str) -> bool {
+        let a = Uri::parse(Bytes::from_static(a.as_bytes())).unwrap();
+        let b = Uri::parse(Bytes::from_static(b.as_bytes())).unwrap();
+        a.equivalent(&b) && b.equivalent(&a)
+    }
+
+    #[test]
+    fn parts() {
+        let u = sip("sip:alice:secret@atlanta.com:5070;transport=tcp;lr?subject=project&priority=urgent");
+        assert_eq!(u.user.as_deref(), Some(&b"alice"[..]));
+        assert_eq!(u.password.as_deref(), Some(&b"secret"[..]));
+        assert_eq!(u.host, Host::Name(Bytes::from_static(b"atlanta.com")));
+        assert_eq!(u.port, Some(5070));
+        assert_eq!(u.param("transport"), Some(Some(&Bytes::from_static(b"tcp"))));
+        assert_eq!(u.param("lr"), Some(None));
+        assert_eq!(u.headers.len(), 2);
+    }
+
+    #[test]
+    fn unusual_user_and_password() {
+        let u = sip("sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com");
+        assert_eq!(u.user.as_deref(), Some(&b"1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"[..]));
+        assert_eq!(u.password.as_deref(), Some(&b"&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"[..]));
+        let u = sip("sip:user;par=u%40example.net@example.com");
+        assert_eq!(u.user.as_deref(), Some(&b"user;par=u%40example.net"[..]));
+        assert!(u.params.is_empty());
+    }
+
+    #[test]
+    fn escaped_nul_is_kept() {
+        let u = sip("sip:null-%00-null@example.com");
+        assert_eq!(u.user_unescaped().unwrap().as_ref(), b"null-\0-null");
+    }
+
+    #[test]
+    fn ipv6() {
+        let u = sip("sip:[2001:db8::10]:5070");
+        assert_eq!(u.host, Host::V6("2001:db8::10".parse().unwrap()));
+        assert_eq!(u.port, Some(5070));
+        let u = sip("sip:[2001:db8::10:5070]");
+        assert_eq!(u.port, None);
+        assert_eq!(u.host, Host::V6("2001:db8::10:5070".parse().unwrap()));
+        let a = sip("sip:[2001:db8:::192.0.2.1]");
+        let b = sip("sip:[2001:db8::192.0.2.1]");
+        assert!(a.equivalent(&b));
+        assert!(Uri::parse(Bytes::from_static(b"sip:2001:db8::10")).is_err());
+    }
+
+    #[test]
+    fn other_schemes_are_opaque() {
+        let u = Uri::parse(Bytes::from_static(b"nobodyKnowsThisScheme:totallyopaquecontent")).unwrap();
+        assert_eq!(u.scheme(), b"nobodyKnowsThisScheme");
+        let u = Uri::parse(Bytes::from_static(b"soap.beep://192.0.2.103:3002")).unwrap();
+        assert!(matches!(u, Uri::Other(_)));
+        let u = Uri::parse(Bytes::from_static(b"tel:+1-201-555-0123;phone-context=example.com")).unwrap();
+        assert!(matches!(u, Uri::Tel(_)));
+    }
+
+    #[test]
+    fn rejects() {
+        for bad in [
+            "sip:",
+            "sip:@host",
+            "sip:user@",
+            "sip:host:99999",
+            "sip:host:-1",
+            "sip:us er@host",
+            "sip:host;;lr",
+            "sip:host?x",
+            "sip:a%zz@host",
+            ":nothing",
+            "sip:[::1",
+        ] {
+            assert!(Uri::parse(Bytes::from(bad)).is_err(), "{bad}");
+        }
+    }
+
+    /// The equivalent and non-equivalent pairs listed in RFC 3261 §19.1.4.
+    #[test]
+    fn rfc3261_19_1_4_examples() {
+        assert!(eq("sip:%61lice@atlanta.com;transport=TCP", "sip:alice@AtLanTa.CoM;Transport=tcp"));
+        assert!(eq("sip:carol@chicago.com", "sip:carol@chicago.com;newparam=5"));
+        assert!(eq("sip:carol@chicago.com", "sip:carol@chicago.com;security=on"));
+        assert!(eq("sip:carol@chicago.com;newparam=5", "sip:carol@chicago.com;security=on"));
+        assert!(eq(
+            "sip:biloxi.com;transport=tcp;method=REGISTER?to=sip:bob%40biloxi.com",
+            "sip:biloxi.com;method=REGISTER;transport=tcp?to=sip:bob%40biloxi.com"
+        ));
+        assert!(eq(
+            "sip:alice@atlanta.com?subject=project%20x&priority=urgent",
+            "sip:alice@atlanta.com?priority=urgent&subject=project%20x"
+        ));
+
+        assert!(!eq("SIP:ALICE@AtLanTa.CoM;Transport=udp", "sip:alice@AtLanTa.CoM;Transport=UDP"));
+        assert!(!eq("sip:bob@biloxi.com", "sip:bob@biloxi.com:5060"));
+        assert!(!eq("sip:bob@biloxi.com", "sip:bob@biloxi.com;transport=udp"));
+        assert!(!eq("sip:bob@biloxi.com", "sip:bob@biloxi.com:6000;transport=tcp"));
+        assert!(!eq("sip:carol@chicago.com", "sip:carol@chicago.com?Subject=next%20meeting"));
+        assert!(!eq("sip:bob@phone21.boxesbybob.com", "sip:bob@192.0.2.4"));
+        assert!(!eq("sip:carol@chicago.com;security=on", "sip:carol@chicago.com;security=off"));
+        assert!(!eq("sip:alice@atlanta.com", "sips:alice@atlanta.com"));
+    }
+
+    #[test]
+    fn tel_comparison() {
+        assert!(eq("tel:+1-201-555-0123", "tel:+12015550123"));
+        assert!(!eq("tel:+1-201-555-0123", "tel:+12015550124"));
+    }
+}
