@@ -225,10 +225,12 @@ fn violation_answer(v: &Violation) -> Answer {
     match v {
         Violation::MissingHeader(name) => Answer::respond(400, format!("Missing {name}")),
         Violation::DuplicateHeader(name) => Answer::respond(400, format!("Duplicate {name}")),
-        Violation::CSeqMethod { unknown_method: true } => Answer::respond(501, "Not Implemented"),
-        Violation::CSeqMethod { unknown_method: false } => {
-            Answer::respond(400, "CSeq Method Mismatch")
-        }
+        Violation::CSeqMethod {
+            unknown_method: true,
+        } => Answer::respond(501, "Not Implemented"),
+        Violation::CSeqMethod {
+            unknown_method: false,
+        } => Answer::respond(400, "CSeq Method Mismatch"),
         Violation::Version => Answer::respond(505, "Version Not Supported"),
         Violation::UriScheme => Answer::respond(416, "Unsupported URI Scheme"),
         Violation::UriHeaders => Answer::respond(400, "Bad Request-URI"),

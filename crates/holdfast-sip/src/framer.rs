@@ -23,6 +23,7 @@ use crate::parser::{self, HeadEnd};
 
 /// One thing the framer cut out of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // moved once from framer to caller; boxing would cost an allocation per message
 pub enum Framed {
     /// A well-formed message.
     Message(Message),
@@ -234,8 +235,8 @@ fn content_length_values(head: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
             let mut field_end;
             loop {
                 let rest = head.get(pos..).unwrap_or_default();
-                field_end = memchr::memchr(b'\n', rest)
-                    .map_or(head.len(), |p| pos.saturating_add(p));
+                field_end =
+                    memchr::memchr(b'\n', rest).map_or(head.len(), |p| pos.saturating_add(p));
                 pos = field_end.saturating_add(1);
                 if !matches!(head.get(pos), Some(b' ' | b'\t')) {
                     break;
@@ -312,6 +313,8 @@ mod tests {
     fn keepalive_flood_is_bounded() {
         let flood = b"\r\n".repeat(100_000);
         let out = frame_all(&[&flood]);
-        assert!(matches!(out.last(), Some(Err(FramingError::Limit(l))) if l.limit == Limit::Keepalive));
+        assert!(
+            matches!(out.last(), Some(Err(FramingError::Limit(l))) if l.limit == Limit::Keepalive)
+        );
     }
 }

@@ -41,7 +41,9 @@ pub(crate) fn parse_u64(digits: &[u8]) -> Option<u64> {
         if !d.is_ascii_digit() {
             return None;
         }
-        n = n.checked_mul(10)?.checked_add(u64::from(d.wrapping_sub(b'0')))?;
+        n = n
+            .checked_mul(10)?
+            .checked_add(u64::from(d.wrapping_sub(b'0')))?;
     }
     Some(n)
 }
@@ -54,7 +56,10 @@ pub(crate) fn parse_u32(digits: &[u8]) -> Option<u32> {
 /// Strips leading and trailing LWS.
 pub(crate) fn trim_lws(s: &[u8]) -> &[u8] {
     let start = s.iter().position(|&b| !is_lws(b)).unwrap_or(s.len());
-    let end = s.iter().rposition(|&b| !is_lws(b)).map_or(start, |p| p.saturating_add(1));
+    let end = s
+        .iter()
+        .rposition(|&b| !is_lws(b))
+        .map_or(start, |p| p.saturating_add(1));
     s.get(start..end).unwrap_or_default()
 }
 
@@ -89,7 +94,10 @@ impl<'a> Scanner<'a> {
     }
 
     pub(crate) fn peek(&self) -> Option<u8> {
-        self.src.get(self.pos).copied().filter(|_| self.pos < self.end)
+        self.src
+            .get(self.pos)
+            .copied()
+            .filter(|_| self.pos < self.end)
     }
 
     pub(crate) fn rest(&self) -> &'a [u8] {

@@ -167,8 +167,7 @@ impl Header {
             Bytes::new()
         };
         let name = HeaderName::from_bytes(&raw_name);
-        let value = parse_value(name, &raw_value)
-            .ok_or(Malformed::Header(name.as_str()))?;
+        let value = parse_value(name, &raw_value).ok_or(Malformed::Header(name.as_str()))?;
         Ok(Header {
             name,
             line,
@@ -217,9 +216,7 @@ impl Header {
 fn parse_value(name: HeaderName, v: &Bytes) -> Option<Value> {
     Some(match name {
         HeaderName::Via => Value::Via(crate::via::parse_list(v)?),
-        HeaderName::From | HeaderName::To => {
-            Value::NameAddr(Box::new(NameAddr::parse_single(v)?))
-        }
+        HeaderName::From | HeaderName::To => Value::NameAddr(Box::new(NameAddr::parse_single(v)?)),
         HeaderName::Contact => Value::Contact(ContactList::parse(v)?),
         HeaderName::Route | HeaderName::RecordRoute | HeaderName::Path => {
             Value::Routes(NameAddr::parse_list(v)?)
@@ -228,9 +225,7 @@ fn parse_value(name: HeaderName, v: &Bytes) -> Option<Value> {
         HeaderName::CSeq => Value::CSeq(CSeq::parse(v)?),
         HeaderName::ContentLength => Value::ContentLength(grammar::parse_u64(v)?),
         HeaderName::MaxForwards => number(v, 255),
-        HeaderName::Expires | HeaderName::MinExpires | HeaderName::FlowTimer => {
-            number(v, u32::MAX)
-        }
+        HeaderName::Expires | HeaderName::MinExpires | HeaderName::FlowTimer => number(v, u32::MAX),
         HeaderName::ContentType => Value::MediaType(MediaType::parse(v)?),
         HeaderName::Supported
         | HeaderName::Require
@@ -439,7 +434,10 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(HeaderName::from_bytes(b"v"), HeaderName::Via);
-        assert_eq!(HeaderName::from_bytes(b"MaX-fOrWaRdS"), HeaderName::MaxForwards);
+        assert_eq!(
+            HeaderName::from_bytes(b"MaX-fOrWaRdS"),
+            HeaderName::MaxForwards
+        );
         assert_eq!(HeaderName::from_bytes(b"l"), HeaderName::ContentLength);
         assert_eq!(HeaderName::from_bytes(b"X-Foo"), HeaderName::Other);
         assert_eq!(HeaderName::from_bytes(b"q"), HeaderName::Other);
@@ -459,7 +457,10 @@ mod tests {
     fn numbers() {
         assert_eq!(number(b"300", 255), Value::BadNumber);
         assert_eq!(number(b"0068", 255), Value::Number(68));
-        assert_eq!(number(b"10000000000000000000005", u32::MAX), Value::BadNumber);
+        assert_eq!(
+            number(b"10000000000000000000005", u32::MAX),
+            Value::BadNumber
+        );
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub struct StatusLine {
 
 /// The first line of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // one per message, stored inline in it; a box would add an allocation
 pub enum StartLine {
     /// A request.
     Request(RequestLine),
@@ -227,10 +228,11 @@ impl Message {
 
     /// Content-Length.
     pub fn content_length(&self) -> Option<u64> {
-        self.values(HeaderName::ContentLength).find_map(|v| match v {
-            Value::ContentLength(n) => Some(*n),
-            _ => None,
-        })
+        self.values(HeaderName::ContentLength)
+            .find_map(|v| match v {
+                Value::ContentLength(n) => Some(*n),
+                _ => None,
+            })
     }
 
     /// Content-Type.
@@ -525,7 +527,11 @@ impl Message {
                 _ => {}
             }
         }
-        headers.push(Header::typed("Content-Length", b"0", Value::ContentLength(0)));
+        headers.push(Header::typed(
+            "Content-Length",
+            b"0",
+            Value::ContentLength(0),
+        ));
         Message {
             start,
             start_raw,
@@ -561,7 +567,8 @@ impl Header {
     }
 
     pub(crate) fn typed_raw(raw_name: Bytes, value: &[u8], typed: Value) -> Header {
-        let mut line = Vec::with_capacity(raw_name.len().saturating_add(value.len()).saturating_add(4));
+        let mut line =
+            Vec::with_capacity(raw_name.len().saturating_add(value.len()).saturating_add(4));
         line.extend_from_slice(&raw_name);
         line.extend_from_slice(b": ");
         line.extend_from_slice(value);

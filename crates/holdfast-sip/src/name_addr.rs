@@ -235,7 +235,10 @@ mod tests {
 
     #[test]
     fn forms() {
-        let n = one("\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8").unwrap();
+        let n = one(
+            "\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8",
+        )
+        .unwrap();
         assert_eq!(n.tag().unwrap().as_ref(), b"98asjd8");
         assert!(n.angle);
         let n = one("sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
@@ -276,7 +279,10 @@ mod tests {
             b"<urn:uuid:00000000-0000-1000-8000-AABBCCDDEEFF>"
         );
         assert_eq!(c.contacts()[1].q(), Some(1000));
-        assert_eq!(ContactList::parse(&Bytes::from_static(b" * ")), Some(ContactList::Star));
+        assert_eq!(
+            ContactList::parse(&Bytes::from_static(b" * ")),
+            Some(ContactList::Star)
+        );
         assert!(ContactList::parse(&Bytes::from_static(b"<sip:a@b>;q=2")).is_none());
     }
 

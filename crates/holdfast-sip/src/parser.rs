@@ -54,7 +54,9 @@ pub(crate) fn find_head_end(buf: &[u8], from: usize) -> Option<HeadEnd> {
 
 /// Number of leading CR and LF bytes (RFC 3261 §7.5: ignored before a start line).
 pub(crate) fn leading_line_ends(buf: &[u8]) -> usize {
-    buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count()
+    buf.iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count()
 }
 
 /// Parses one UDP datagram. Bytes after the body that Content-Length declares are
@@ -108,7 +110,11 @@ pub fn parse_datagram(data: Bytes, limits: &Limits) -> Result<Message, ParseErro
 
 /// Parses a message whose bytes are exactly head + blank line + body, as the stream
 /// framer cuts them.
-pub(crate) fn parse_framed(data: Bytes, end: HeadEnd, limits: &Limits) -> Result<Message, ParseError> {
+pub(crate) fn parse_framed(
+    data: Bytes,
+    end: HeadEnd,
+    limits: &Limits,
+) -> Result<Message, ParseError> {
     let mut msg = parse_head(data.slice(..end.blank_start), limits)?;
     msg.blank = data.slice(end.blank_start..end.body_start);
     msg.body = data.slice(end.body_start..);
@@ -148,7 +154,8 @@ fn parse_head(head: Bytes, limits: &Limits) -> Result<Message, ParseError> {
         let mut field_end;
         loop {
             let rest = head.get(pos..).unwrap_or_default();
-            let line_end = memchr::memchr(b'\n', rest).map_or(head.len(), |p| pos.saturating_add(p).saturating_add(1));
+            let line_end = memchr::memchr(b'\n', rest)
+                .map_or(head.len(), |p| pos.saturating_add(p).saturating_add(1));
             field_end = line_end;
             pos = line_end;
             match head.get(pos) {
@@ -218,7 +225,10 @@ fn split_field(line: Bytes) -> Result<Header, ParseError> {
         .rposition(|&b| b != b' ' && b != b'\t')
         .map_or(0, |p| p.saturating_add(1));
     let value_part = content.get(colon.saturating_add(1)..).unwrap_or_default();
-    let lead = value_part.iter().take_while(|&&b| grammar::is_lws(b)).count();
+    let lead = value_part
+        .iter()
+        .take_while(|&&b| grammar::is_lws(b))
+        .count();
     let value_start = colon.saturating_add(1).saturating_add(lead);
     let trimmed_len = grammar::trim_lws(value_part).len();
     let value_end = value_start.saturating_add(trimmed_len);
@@ -258,14 +268,20 @@ fn parse_start_line(raw: &Bytes) -> Result<StartLine, ParseError> {
     if line.contains(&b'\r') {
         return Err(Malformed::StartLine.into());
     }
-    if line.len() >= 4 && line.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/")) {
+    if line.len() >= 4
+        && line
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+    {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
         let sp = memchr::memchr(b' ', &line).ok_or(Malformed::StartLine)?;
         let version = line.slice(..sp);
         if !is_version(&version) {
             return Err(Malformed::Version.into());
         }
-        let code = line.get(sp.saturating_add(1)..sp.saturating_add(4)).ok_or(Malformed::StatusCode)?;
+        let code = line
+            .get(sp.saturating_add(1)..sp.saturating_add(4))
+            .ok_or(Malformed::StatusCode)?;
         let code = grammar::parse_u32(code)
             .and_then(|c| u16::try_from(c).ok())
             .filter(|c| (100..=699).contains(c))
@@ -349,11 +365,17 @@ v=0\n";
     fn head_end() {
         assert_eq!(
             find_head_end(b"A\r\nB: c\r\n\r\nbody", 0),
-            Some(HeadEnd { blank_start: 9, body_start: 11 })
+            Some(HeadEnd {
+                blank_start: 9,
+                body_start: 11
+            })
         );
         assert_eq!(
             find_head_end(b"A\nB: c\n\nbody", 0),
-            Some(HeadEnd { blank_start: 7, body_start: 8 })
+            Some(HeadEnd {
+                blank_start: 7,
+                body_start: 8
+            })
         );
         assert_eq!(find_head_end(b"A\r\nB: c\r\n\r", 0), None);
     }
@@ -361,7 +383,11 @@ v=0\n";
     #[test]
     fn status_lines() {
         let l = Limits::default();
-        let m = parse_datagram(Bytes::from_static(b"SIP/2.0 100 \r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n"), &l).unwrap();
+        let m = parse_datagram(
+            Bytes::from_static(b"SIP/2.0 100 \r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n"),
+            &l,
+        )
+        .unwrap();
         assert_eq!(m.status(), Some(100));
         for bad in [
             &b"SIP/2.0 4294967301 Huge\r\n\r\n"[..],
@@ -375,24 +401,40 @@ v=0\n";
 
     #[test]
     fn limits_are_enforced() {
-        let mut l = Limits::default();
-        l.max_headers = 5;
+        let l = Limits {
+            max_headers: 5,
+            ..Limits::default()
+        };
         assert!(matches!(
             parse_datagram(Bytes::from_static(INVITE), &l),
-            Err(ParseError::Limit(LimitExceeded { limit: Limit::Headers, .. }))
+            Err(ParseError::Limit(LimitExceeded {
+                limit: Limit::Headers,
+                ..
+            }))
         ));
-        let mut l = Limits::default();
-        l.max_message_size = 100;
+        let l = Limits {
+            max_message_size: 100,
+            ..Limits::default()
+        };
         assert!(matches!(
             parse_datagram(Bytes::from_static(INVITE), &l),
-            Err(ParseError::Limit(LimitExceeded { limit: Limit::MessageSize, .. }))
+            Err(ParseError::Limit(LimitExceeded {
+                limit: Limit::MessageSize,
+                ..
+            }))
         ));
     }
 
     #[test]
     fn content_length_is_checked() {
         let l = Limits::default();
-        for cl in ["18446744073709551615", "-1", "9999999999", "18446744073709551616", "5"] {
+        for cl in [
+            "18446744073709551615",
+            "-1",
+            "9999999999",
+            "18446744073709551616",
+            "5",
+        ] {
             let raw = format!("OPTIONS sip:a@b SIP/2.0\r\nContent-Length: {cl}\r\n\r\nab");
             assert!(parse_datagram(Bytes::from(raw), &l).is_err(), "{cl}");
         }

@@ -136,9 +136,7 @@ impl Host {
     /// and a name never equals an address.
     pub fn equivalent(&self, other: &Host) -> bool {
         match (self, other) {
-            (Host::Name(a), Host::Name(b)) => {
-                trim_dot(a).eq_ignore_ascii_case(trim_dot(b))
-            }
+            (Host::Name(a), Host::Name(b)) => trim_dot(a).eq_ignore_ascii_case(trim_dot(b)),
             (Host::V4(a), Host::V4(b)) => a == b,
             (Host::V6(a), Host::V6(b)) => a == b,
             _ => false,
@@ -151,7 +149,8 @@ fn trim_dot(s: &[u8]) -> &[u8] {
 }
 
 fn is_ipv4_shape(t: &[u8]) -> bool {
-    t.iter().all(|&b| b.is_ascii_digit() || b == b'.') && t.iter().filter(|&&b| b == b'.').count() == 3
+    t.iter().all(|&b| b.is_ascii_digit() || b == b'.')
+        && t.iter().filter(|&&b| b == b'.').count() == 3
 }
 
 fn is_hostname(t: &[u8]) -> bool {
@@ -170,7 +169,11 @@ fn is_hostname(t: &[u8]) -> bool {
 /// three-colon form (`2001:db8:::192.0.2.1`) that RFC 3261's ABNF allows, and read it as
 /// the two-colon address.
 fn parse_v6(t: &[u8]) -> Option<Ipv6Addr> {
-    if t.len() > 64 || !t.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+    if t.len() > 64
+        || !t
+            .iter()
+            .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+    {
         return None;
     }
     let s = std::str::from_utf8(t).ok()?;
@@ -181,7 +184,10 @@ fn parse_v6(t: &[u8]) -> Option<Ipv6Addr> {
 
 const fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric()
-        || matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')')
+        || matches!(
+            b,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+        )
 }
 
 const fn is_user_char(b: u8) -> bool {
@@ -213,8 +219,11 @@ fn check_escaped(s: &[u8], allowed: impl Fn(u8) -> bool, err: UriError) -> Resul
     let mut i = 0usize;
     while let Some(&b) = s.get(i) {
         if b == b'%' {
-            let ok = s.get(i.saturating_add(1)).is_some_and(u8::is_ascii_hexdigit)
-                && s.get(i.saturating_add(2)).is_some_and(u8::is_ascii_hexdigit);
+            let ok = s
+                .get(i.saturating_add(1))
+                .is_some_and(u8::is_ascii_hexdigit)
+                && s.get(i.saturating_add(2))
+                    .is_some_and(u8::is_ascii_hexdigit);
             if !ok {
                 return Err(UriError::Escape);
             }
@@ -267,9 +276,11 @@ fn canonical(s: &[u8], fold_case: bool) -> Vec<u8> {
     let mut i = 0usize;
     while let Some(&b) = s.get(i) {
         let (c, escaped, step) = match (b, s.get(i.saturating_add(1)), s.get(i.saturating_add(2))) {
-            (b'%', Some(&h), Some(&l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
-                (hex_val(h).wrapping_mul(16).wrapping_add(hex_val(l)), true, 3usize)
-            }
+            (b'%', Some(&h), Some(&l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => (
+                hex_val(h).wrapping_mul(16).wrapping_add(hex_val(l)),
+                true,
+                3usize,
+            ),
             _ => (b, false, 1usize),
         };
         if escaped && is_reserved(c) {
@@ -329,8 +340,7 @@ fn parse_uri_params(
 
 fn is_scheme(s: &[u8]) -> bool {
     matches!(s.first(), Some(b) if b.is_ascii_alphabetic())
-        && s
-            .iter()
+        && s.iter()
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
 }
 
@@ -499,14 +509,15 @@ impl SipUri {
         // any other parameter must match only when both sides have it.
         const MUST: [&str; 5] = ["user", "ttl", "method", "maddr", "transport"];
         for p in &self.params {
-            let theirs = crate::grammar::find_param(&other.params, &String::from_utf8_lossy(&p.name));
+            let theirs =
+                crate::grammar::find_param(&other.params, &String::from_utf8_lossy(&p.name));
             match theirs {
-                Some(t) => {
-                    if !opt_eq(&p.value, &t.value, true) {
-                        return false;
-                    }
-                }
-                None if MUST.iter().any(|m| p.name.eq_ignore_ascii_case(m.as_bytes())) => {
+                Some(t) if !opt_eq(&p.value, &t.value, true) => return false,
+                Some(_) => {}
+                None if MUST
+                    .iter()
+                    .any(|m| p.name.eq_ignore_ascii_case(m.as_bytes())) =>
+                {
                     return false;
                 }
                 None => {}
@@ -563,7 +574,13 @@ impl TelUri {
     fn parse_rest(raw: Bytes, rest: Bytes) -> Result<TelUri, UriError> {
         let end = memchr::memchr(b';', &rest).unwrap_or(rest.len());
         let number = rest.slice(..end);
-        let ok = |b: u8| b.is_ascii_hexdigit() || matches!(b, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#' | b'p' | b'w');
+        let ok = |b: u8| {
+            b.is_ascii_hexdigit()
+                || matches!(
+                    b,
+                    b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#' | b'p' | b'w'
+                )
+        };
         if number.is_empty() || !number.iter().all(|&b| ok(b)) {
             return Err(UriError::UserInfo);
         }
@@ -572,7 +589,11 @@ impl TelUri {
             let p = rest.slice(end.saturating_add(1)..);
             parse_uri_params(&p, b';', is_param_char, UriError::Param, false, &mut params)?;
         }
-        Ok(TelUri { raw, number, params })
+        Ok(TelUri {
+            raw,
+            number,
+            params,
+        })
     }
 
     /// The URI exactly as written.
@@ -618,12 +639,17 @@ mod tests {
 
     #[test]
     fn parts() {
-        let u = sip("sip:alice:secret@atlanta.com:5070;transport=tcp;lr?subject=project&priority=urgent");
+        let u = sip(
+            "sip:alice:secret@atlanta.com:5070;transport=tcp;lr?subject=project&priority=urgent",
+        );
         assert_eq!(u.user.as_deref(), Some(&b"alice"[..]));
         assert_eq!(u.password.as_deref(), Some(&b"secret"[..]));
         assert_eq!(u.host, Host::Name(Bytes::from_static(b"atlanta.com")));
         assert_eq!(u.port, Some(5070));
-        assert_eq!(u.param("transport"), Some(Some(&Bytes::from_static(b"tcp"))));
+        assert_eq!(
+            u.param("transport"),
+            Some(Some(&Bytes::from_static(b"tcp")))
+        );
         assert_eq!(u.param("lr"), Some(None));
         assert_eq!(u.headers.len(), 2);
     }
@@ -631,8 +657,14 @@ mod tests {
     #[test]
     fn unusual_user_and_password() {
         let u = sip("sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com");
-        assert_eq!(u.user.as_deref(), Some(&b"1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"[..]));
-        assert_eq!(u.password.as_deref(), Some(&b"&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"[..]));
+        assert_eq!(
+            u.user.as_deref(),
+            Some(&b"1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"[..])
+        );
+        assert_eq!(
+            u.password.as_deref(),
+            Some(&b"&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"[..])
+        );
         let u = sip("sip:user;par=u%40example.net@example.com");
         assert_eq!(u.user.as_deref(), Some(&b"user;par=u%40example.net"[..]));
         assert!(u.params.is_empty());
@@ -660,11 +692,17 @@ mod tests {
 
     #[test]
     fn other_schemes_are_opaque() {
-        let u = Uri::parse(Bytes::from_static(b"nobodyKnowsThisScheme:totallyopaquecontent")).unwrap();
+        let u = Uri::parse(Bytes::from_static(
+            b"nobodyKnowsThisScheme:totallyopaquecontent",
+        ))
+        .unwrap();
         assert_eq!(u.scheme(), b"nobodyKnowsThisScheme");
         let u = Uri::parse(Bytes::from_static(b"soap.beep://192.0.2.103:3002")).unwrap();
         assert!(matches!(u, Uri::Other(_)));
-        let u = Uri::parse(Bytes::from_static(b"tel:+1-201-555-0123;phone-context=example.com")).unwrap();
+        let u = Uri::parse(Bytes::from_static(
+            b"tel:+1-201-555-0123;phone-context=example.com",
+        ))
+        .unwrap();
         assert!(matches!(u, Uri::Tel(_)));
     }
 
@@ -690,10 +728,22 @@ mod tests {
     /// The equivalent and non-equivalent pairs listed in RFC 3261 §19.1.4.
     #[test]
     fn rfc3261_19_1_4_examples() {
-        assert!(eq("sip:%61lice@atlanta.com;transport=TCP", "sip:alice@AtLanTa.CoM;Transport=tcp"));
-        assert!(eq("sip:carol@chicago.com", "sip:carol@chicago.com;newparam=5"));
-        assert!(eq("sip:carol@chicago.com", "sip:carol@chicago.com;security=on"));
-        assert!(eq("sip:carol@chicago.com;newparam=5", "sip:carol@chicago.com;security=on"));
+        assert!(eq(
+            "sip:%61lice@atlanta.com;transport=TCP",
+            "sip:alice@AtLanTa.CoM;Transport=tcp"
+        ));
+        assert!(eq(
+            "sip:carol@chicago.com",
+            "sip:carol@chicago.com;newparam=5"
+        ));
+        assert!(eq(
+            "sip:carol@chicago.com",
+            "sip:carol@chicago.com;security=on"
+        ));
+        assert!(eq(
+            "sip:carol@chicago.com;newparam=5",
+            "sip:carol@chicago.com;security=on"
+        ));
         assert!(eq(
             "sip:biloxi.com;transport=tcp;method=REGISTER?to=sip:bob%40biloxi.com",
             "sip:biloxi.com;method=REGISTER;transport=tcp?to=sip:bob%40biloxi.com"
@@ -703,13 +753,28 @@ mod tests {
             "sip:alice@atlanta.com?priority=urgent&subject=project%20x"
         ));
 
-        assert!(!eq("SIP:ALICE@AtLanTa.CoM;Transport=udp", "sip:alice@AtLanTa.CoM;Transport=UDP"));
+        assert!(!eq(
+            "SIP:ALICE@AtLanTa.CoM;Transport=udp",
+            "sip:alice@AtLanTa.CoM;Transport=UDP"
+        ));
         assert!(!eq("sip:bob@biloxi.com", "sip:bob@biloxi.com:5060"));
-        assert!(!eq("sip:bob@biloxi.com", "sip:bob@biloxi.com;transport=udp"));
-        assert!(!eq("sip:bob@biloxi.com", "sip:bob@biloxi.com:6000;transport=tcp"));
-        assert!(!eq("sip:carol@chicago.com", "sip:carol@chicago.com?Subject=next%20meeting"));
+        assert!(!eq(
+            "sip:bob@biloxi.com",
+            "sip:bob@biloxi.com;transport=udp"
+        ));
+        assert!(!eq(
+            "sip:bob@biloxi.com",
+            "sip:bob@biloxi.com:6000;transport=tcp"
+        ));
+        assert!(!eq(
+            "sip:carol@chicago.com",
+            "sip:carol@chicago.com?Subject=next%20meeting"
+        ));
         assert!(!eq("sip:bob@phone21.boxesbybob.com", "sip:bob@192.0.2.4"));
-        assert!(!eq("sip:carol@chicago.com;security=on", "sip:carol@chicago.com;security=off"));
+        assert!(!eq(
+            "sip:carol@chicago.com;security=on",
+            "sip:carol@chicago.com;security=off"
+        ));
         assert!(!eq("sip:alice@atlanta.com", "sips:alice@atlanta.com"));
     }
 

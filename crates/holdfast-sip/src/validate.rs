@@ -148,7 +148,8 @@ fn check_uas_body(msg: &Message, method: &Method) -> Result<(), ParseError> {
     }
     if let Some(accept) = msg.header(HeaderName::Accept) {
         let ok = accept.raw_value().split(|&b| b == b',').any(|range| {
-            let range = crate::grammar::trim_lws(range.split(|&b| b == b';').next().unwrap_or_default());
+            let range =
+                crate::grammar::trim_lws(range.split(|&b| b == b';').next().unwrap_or_default());
             range.eq_ignore_ascii_case(b"application/sdp")
                 || range.eq_ignore_ascii_case(b"application/*")
                 || range == b"*/*"

@@ -267,7 +267,10 @@ mod tests {
         let v = vias("SIP/2.0/UDP [2001:db8::9:1]:5070;received=[2001:db8::9:255];rport=5061;ttl=16;branch=z9hG4bKx").unwrap();
         let v = &v[0];
         assert_eq!(v.port, Some(5070));
-        assert_eq!(v.received(), Some(Host::V6("2001:db8::9:255".parse().unwrap())));
+        assert_eq!(
+            v.received(),
+            Some(Host::V6("2001:db8::9:255".parse().unwrap()))
+        );
         assert_eq!(v.rport(), Some(Some(5061)));
         assert_eq!(v.ttl(), Some(16));
         assert!(v.is_rfc3261_branch());

@@ -106,14 +106,18 @@ const RFC4475_UAS: &[(&str, Expect)] = &[
 
 #[test]
 fn rfc4475_every_file_has_its_verdict() {
-    let listed: Vec<_> = std::fs::read_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/rfc4475"))
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".dat") && n != "test.dat")
-        .collect();
+    let listed: Vec<_> =
+        std::fs::read_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/rfc4475"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".dat") && n != "test.dat")
+            .collect();
     assert_eq!(listed.len(), 49);
     for name in &listed {
-        assert!(RFC4475_PROXY.iter().any(|(f, _)| f == name), "{name} has no expectation");
+        assert!(
+            RFC4475_PROXY.iter().any(|(f, _)| f == name),
+            "{name} has no expectation"
+        );
     }
     let mut wrong = Vec::new();
     for (file, want) in RFC4475_PROXY {
@@ -162,7 +166,15 @@ fn rfc4475_details_of_valid_messages() {
     let m = parsed("escnull.dat");
     let users: Vec<Vec<u8>> = m
         .contacts()
-        .map(|c| c.addr.uri.as_sip().unwrap().user_unescaped().unwrap().into_owned())
+        .map(|c| {
+            c.addr
+                .uri
+                .as_sip()
+                .unwrap()
+                .user_unescaped()
+                .unwrap()
+                .into_owned()
+        })
         .collect();
     assert_eq!(users, vec![b"\0".to_vec(), b"\0\0".to_vec()]);
 
@@ -197,14 +209,24 @@ fn rfc4475_details_of_valid_messages() {
         .any(|c| c.addr.uri.as_sip().unwrap().param("unknownparam").is_some()));
     let m = parsed("regescrt.dat");
     let c = m.contacts().next().unwrap();
-    assert!(c.addr.uri.as_sip().unwrap().headers.iter().any(|h| h.name.eq_ignore_ascii_case(b"Route")));
+    assert!(c
+        .addr
+        .uri
+        .as_sip()
+        .unwrap()
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case(b"Route")));
 
     // §3.1.1.10: the unknown transport is kept.
     assert_eq!(parsed("transports.dat").vias().count(), 5);
 
     // §3.3.7: an unknown Authorization scheme is kept for forwarding.
     let m = parsed("regaut01.dat");
-    assert!(m.to_bytes().windows(21).any(|w| w == b"NoOneKnowsThisScheme "));
+    assert!(m
+        .to_bytes()
+        .windows(21)
+        .any(|w| w == b"NoOneKnowsThisScheme "));
 }
 
 #[test]
@@ -212,10 +234,16 @@ fn rfc4475_bad_extension_lists_the_unknown_tags() {
     let m = parsed("bext01.dat");
     let err = validate(&m, &ValidationPolicy::UAS).unwrap_err();
     match err.answer(true) {
-        Answer::Respond { status: 420, unsupported, .. } => {
+        Answer::Respond {
+            status: 420,
+            unsupported,
+            ..
+        } => {
             assert!(!unsupported.is_empty());
             for t in &unsupported {
-                assert!(m.option_tags(holdfast_sip::HeaderName::Require).any(|r| r == t));
+                assert!(m
+                    .option_tags(holdfast_sip::HeaderName::Require)
+                    .any(|r| r == t));
             }
         }
         other => panic!("{other:?}"),
@@ -227,12 +255,18 @@ fn rfc4475_bad_headers_are_named_in_the_reason() {
     let is_request = true;
     let err = parse_datagram(corpus("rfc4475", "scalar02.dat"), &Limits::default()).unwrap_err();
     match err.answer(is_request) {
-        Answer::Respond { status: 400, reason, .. } => assert_eq!(reason, "Bad CSeq"),
+        Answer::Respond {
+            status: 400,
+            reason,
+            ..
+        } => assert_eq!(reason, "Bad CSeq"),
         other => panic!("{other:?}"),
     }
     let m = parsed("insuf.dat");
     let err = validate(&m, &ValidationPolicy::PROXY).unwrap_err();
-    assert!(matches!(err.answer(true), Answer::Respond { status: 400, ref reason, .. } if reason.starts_with("Missing")));
+    assert!(
+        matches!(err.answer(true), Answer::Respond { status: 400, ref reason, .. } if reason.starts_with("Missing"))
+    );
 }
 
 /// Frames a whole file through the stream framer.
@@ -250,13 +284,25 @@ fn rfc4475_over_a_stream() {
     // No blank line: the headers are not over yet.
     assert!(frame(&corpus("rfc4475", "baddn.dat")).is_empty());
     // Negative, conflicting or missing Content-Length: the stream cannot be framed.
-    assert_eq!(frame(&corpus("rfc4475", "ncl.dat")), vec![Err(FramingError::InvalidContentLength)]);
-    assert_eq!(frame(&corpus("rfc4475", "mcl01.dat")), vec![Err(FramingError::ConflictingContentLength)]);
-    assert_eq!(frame(&corpus("rfc4475", "inv2543.dat")), vec![Err(FramingError::MissingContentLength)]);
+    assert_eq!(
+        frame(&corpus("rfc4475", "ncl.dat")),
+        vec![Err(FramingError::InvalidContentLength)]
+    );
+    assert_eq!(
+        frame(&corpus("rfc4475", "mcl01.dat")),
+        vec![Err(FramingError::ConflictingContentLength)]
+    );
+    assert_eq!(
+        frame(&corpus("rfc4475", "inv2543.dat")),
+        vec![Err(FramingError::MissingContentLength)]
+    );
     // Every other file with a correct Content-Length frames into the same verdict as a
     // datagram.
     for (file, want) in RFC4475_PROXY {
-        if matches!(*file, "clerr.dat" | "baddn.dat" | "ncl.dat" | "mcl01.dat" | "inv2543.dat" | "dblreq.dat") {
+        if matches!(
+            *file,
+            "clerr.dat" | "baddn.dat" | "ncl.dat" | "mcl01.dat" | "inv2543.dat" | "dblreq.dat"
+        ) {
             continue;
         }
         let raw = corpus("rfc4475", file);
@@ -267,7 +313,9 @@ fn rfc4475_over_a_stream() {
                 Ok(()) => Parses,
                 Err(e) => ValidatorAnswers(e.answer(m.is_request()).status()),
             },
-            Ok(Framed::Invalid { error, raw }) => ParserRejects(error.answer(!raw.starts_with(b"SIP/")).status()),
+            Ok(Framed::Invalid { error, raw }) => {
+                ParserRejects(error.answer(!raw.starts_with(b"SIP/")).status())
+            }
             other => panic!("{file}: {other:?}"),
         };
         assert_eq!(got, *want, "{file}");
@@ -282,8 +330,14 @@ fn rfc4475_over_a_stream() {
 /// IPv6 handling is what gets tested.
 fn fix_content_length(raw: &[u8]) -> Bytes {
     let text = String::from_utf8_lossy(raw).into_owned();
-    let (sep, eol) = if text.contains("\r\n\r\n") { ("\r\n\r\n", "\r\n") } else { ("\n\n", "\n") };
-    let Some(split) = text.find(sep) else { return Bytes::from(text) };
+    let (sep, eol) = if text.contains("\r\n\r\n") {
+        ("\r\n\r\n", "\r\n")
+    } else {
+        ("\n\n", "\n")
+    };
+    let Some(split) = text.find(sep) else {
+        return Bytes::from(text);
+    };
     let (head, body) = (&text[..split], &text[split + sep.len()..]);
     let head: Vec<String> = head
         .split(eol)
@@ -318,7 +372,10 @@ fn rfc5118_every_file_has_its_verdict() {
     let mut wrong = Vec::new();
     for (file, want) in RFC5118 {
         // As archived (bare LF), over UDP.
-        let (got, _) = verdict(fix_content_length(&corpus("rfc5118", file)), &ValidationPolicy::PROXY);
+        let (got, _) = verdict(
+            fix_content_length(&corpus("rfc5118", file)),
+            &ValidationPolicy::PROXY,
+        );
         if got != *want {
             wrong.push(format!("{file}: want {want:?}, got {got:?}"));
         }
@@ -341,7 +398,11 @@ fn rfc5118_every_file_has_its_verdict() {
 }
 
 fn parsed5118(file: &str) -> Message {
-    parse_datagram(fix_content_length(&corpus("rfc5118/wire", file)), &Limits::default()).unwrap()
+    parse_datagram(
+        fix_content_length(&corpus("rfc5118/wire", file)),
+        &Limits::default(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -355,16 +416,32 @@ fn rfc5118_addresses() {
     // §4.4
     let m = parsed5118("port-unambiguous.dat");
     let uri = m.request_uri().unwrap().as_sip().unwrap();
-    assert_eq!((uri.host.clone(), uri.port), (v6("2001:db8::10"), Some(5070)));
+    assert_eq!(
+        (uri.host.clone(), uri.port),
+        (v6("2001:db8::10"), Some(5070))
+    );
     // §4.5: received with and without brackets.
-    for f in ["via-received-param-with-delim.dat", "via-received-param-no-delim.dat"] {
+    for f in [
+        "via-received-param-with-delim.dat",
+        "via-received-param-no-delim.dat",
+    ] {
         let m = parsed5118(f);
-        assert_eq!(m.top_via().unwrap().received(), Some(v6("2001:db8::9:255")), "{f}");
+        assert_eq!(
+            m.top_via().unwrap().received(),
+            Some(v6("2001:db8::9:255")),
+            "{f}"
+        );
     }
     // §4.9: IPv4-mapped addresses.
     let m = parsed5118("ipv4-mapped-ipv6.dat");
     let vias: Vec<_> = m.vias().map(|v| (v.host.clone(), v.port)).collect();
-    assert_eq!(vias, vec![(v6("::ffff:192.0.2.10"), Some(19823)), (v6("::ffff:192.0.2.2"), None)]);
+    assert_eq!(
+        vias,
+        vec![
+            (v6("::ffff:192.0.2.10"), Some(19823)),
+            (v6("::ffff:192.0.2.2"), None)
+        ]
+    );
     // §4.10: three colons mean the same address as two.
     let a = parsed5118("ipv6-bug-abnf-3-colons.dat");
     let b = parsed5118("ipv6-correct-abnf-2-colons.dat");
@@ -374,6 +451,7 @@ fn rfc5118_addresses() {
 
 #[test]
 fn parse_errors_on_responses_are_dropped() {
-    let e: ParseError = parse_datagram(corpus("rfc4475", "bigcode.dat"), &Limits::default()).unwrap_err();
+    let e: ParseError =
+        parse_datagram(corpus("rfc4475", "bigcode.dat"), &Limits::default()).unwrap_err();
     assert_eq!(e.answer(false), Answer::Drop);
 }

@@ -15,7 +15,8 @@ fn token() -> impl Strategy<Value = String> {
 fn host() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-z][a-z0-9-]{0,10}(\\.[a-z][a-z0-9-]{0,10}){0,3}",
-        (any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>()).prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
+        (any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>())
+            .prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
         any::<[u16; 8]>().prop_map(|s| format!("[{}]", std::net::Ipv6Addr::from(s))),
     ]
 }
@@ -26,7 +27,13 @@ fn sip_uri() -> impl Strategy<Value = String> {
         prop::option::of("[a-zA-Z0-9_.!~*'()&=+$,;?/-]{1,12}"),
         host(),
         prop::option::of(any::<u16>()),
-        prop::collection::vec(("[a-zA-Z0-9][a-zA-Z0-9.!*_+'~-]{0,12}", prop::option::of("[a-zA-Z0-9_.-]{1,8}")), 0..3),
+        prop::collection::vec(
+            (
+                "[a-zA-Z0-9][a-zA-Z0-9.!*_+'~-]{0,12}",
+                prop::option::of("[a-zA-Z0-9_.-]{1,8}"),
+            ),
+            0..3,
+        ),
     )
         .prop_map(|(secure, user, host, port, params)| {
             let mut s = String::from(if secure { "sips:" } else { "sip:" });
@@ -55,8 +62,13 @@ fn lws() -> impl Strategy<Value = &'static str> {
 }
 
 fn name_addr() -> impl Strategy<Value = String> {
-    (prop::option::of("[a-zA-Z ]{1,10}"), sip_uri(), prop::option::of(token()), lws()).prop_map(
-        |(display, uri, tag, ws)| {
+    (
+        prop::option::of("[a-zA-Z ]{1,10}"),
+        sip_uri(),
+        prop::option::of(token()),
+        lws(),
+    )
+        .prop_map(|(display, uri, tag, ws)| {
             let mut s = match display {
                 Some(d) => format!("\"{d}\"{ws}<{uri}>"),
                 None => format!("<{uri}>"),
@@ -65,13 +77,18 @@ fn name_addr() -> impl Strategy<Value = String> {
                 s.push_str(&format!("{ws};{ws}tag={ws}{t}"));
             }
             s
-        },
-    )
+        })
 }
 
 fn via() -> impl Strategy<Value = String> {
     (
-        prop_oneof![Just("UDP"), Just("TCP"), Just("TLS"), Just("WS"), Just("SCTP")],
+        prop_oneof![
+            Just("UDP"),
+            Just("TCP"),
+            Just("TLS"),
+            Just("WS"),
+            Just("SCTP")
+        ],
         host(),
         prop::option::of(any::<u16>()),
         token(),
@@ -92,19 +109,47 @@ fn header_name(long: &'static str, short: &'static str) -> impl Strategy<Value =
 fn message() -> impl Strategy<Value = Vec<u8>> {
     (
         prop::bool::ANY,
-        prop_oneof![Just("INVITE"), Just("REGISTER"), Just("OPTIONS"), Just("BYE"), Just("NEWMETHOD")],
+        prop_oneof![
+            Just("INVITE"),
+            Just("REGISTER"),
+            Just("OPTIONS"),
+            Just("BYE"),
+            Just("NEWMETHOD")
+        ],
         sip_uri(),
         100u16..700,
         prop::collection::vec(via(), 1..4),
-        (name_addr(), name_addr(), "[a-zA-Z0-9.@-]{1,20}", any::<u32>(), prop::option::of(0u32..=255)),
+        (
+            name_addr(),
+            name_addr(),
+            "[a-zA-Z0-9.@-]{1,20}",
+            any::<u32>(),
+            prop::option::of(0u32..=255),
+        ),
         prop::collection::vec(name_addr(), 0..3),
         prop::collection::vec(("X-[a-zA-Z0-9-]{1,10}", "[ -~]{0,30}"), 0..4),
         prop::collection::vec(any::<u8>(), 0..200),
-        (header_name("Via", "v"), header_name("Content-Length", "l"), header_name("Contact", "m")),
+        (
+            header_name("Via", "v"),
+            header_name("Content-Length", "l"),
+            header_name("Contact", "m"),
+        ),
         prop::bool::ANY,
     )
         .prop_map(
-            |(is_request, method, uri, code, vias, (from, to, call_id, seq, mf), contacts, extra, body, names, crlf)| {
+            |(
+                is_request,
+                method,
+                uri,
+                code,
+                vias,
+                (from, to, call_id, seq, mf),
+                contacts,
+                extra,
+                body,
+                names,
+                crlf,
+            )| {
                 let eol = if crlf { "\r\n" } else { "\n" };
                 let mut s = if is_request {
                     format!("{method} {uri} SIP/2.0{eol}")
@@ -119,7 +164,9 @@ fn message() -> impl Strategy<Value = Vec<u8>> {
                         s.push_str(&format!("{}: {v}{eol}", names.0));
                     }
                 }
-                s.push_str(&format!("From: {from}{eol}To: {to}{eol}Call-ID: {call_id}{eol}"));
+                s.push_str(&format!(
+                    "From: {from}{eol}To: {to}{eol}Call-ID: {call_id}{eol}"
+                ));
                 s.push_str(&format!("CSeq: {seq} {method}{eol}"));
                 if let Some(mf) = mf {
                     s.push_str(&format!("Max-Forwards: {mf}{eol}"));
