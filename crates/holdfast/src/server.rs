@@ -1,0 +1,142 @@
+//! Starting and stopping a core: process hardening, listeners, the core task, the
+//! admin listener, and a bounded drain on SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{Config, ListenTransport};
+use crate::shared::Shared;
+use crate::transport;
+
+/// Disables core dumps (unless configured) and raises the open-file soft limit to the
+/// hard limit. Returns the open-file limit in force.
+pub fn harden_process(config: &Config) -> anyhow::Result<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    if !config.process.core_dumps {
+        setrlimit(
+            Resource::Core,
+            Rlimit {
+                current: Some(0),
+                maximum: Some(0),
+            },
+        )
+        .context("disabling core dumps")?;
+    }
+    let files = getrlimit(Resource::Nofile);
+    if let Some(max) = files.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(max),
+                maximum: Some(max),
+            },
+        );
+    }
+    Ok(getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX))
+}
+
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
+    let files = harden_process(&config)?;
+    // Leave room under the open-file cap for listeners, the log and the store.
+    let room = usize::try_from(files.saturating_sub(256)).unwrap_or(usize::MAX);
+    if config.limits.max_connections > room {
+        tracing::warn!(
+            configured = config.limits.max_connections,
+            room,
+            "max_connections lowered to fit the open-file limit"
+        );
+        config.limits.max_connections = room.max(1);
+    }
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (core_tx, core_rx) = mpsc::channel(16_384);
+    let tls = if config
+        .listeners()
+        .iter()
+        .any(|l| matches!(l.transport, ListenTransport::Tls | ListenTransport::Wss))
+    {
+        Some(transport::tls::acceptor(&config.tls)?)
+    } else {
+        None
+    };
+    let shared = Arc::new(Shared::new(config.clone(), core_tx, shutdown_rx));
+    let mut tasks = Vec::new();
+    for l in config.listeners() {
+        match l.transport {
+            ListenTransport::Udp => {
+                let sock = Arc::new(
+                    transport::udp::bind(l.addr)
+                        .with_context(|| format!("binding udp:{}", l.addr))?,
+                );
+                let local = sock.local_addr()?;
+                shared
+                    .udp
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(local, sock.clone());
+                tracing::info!(%local, "listening on udp");
+                tasks.push(tokio::spawn(transport::udp::serve(shared.clone(), sock)));
+            }
+            t => {
+                let listener = TcpListener::bind(l.addr)
+                    .await
+                    .with_context(|| format!("binding {}:{}", t.as_str(), l.addr))?;
+                tracing::info!(local = %listener.local_addr()?, transport = t.as_str(), "listening");
+                tasks.push(tokio::spawn(transport::stream::accept_loop(
+                    shared.clone(),
+                    listener,
+                    t,
+                    tls.clone(),
+                )));
+            }
+        }
+    }
+    let core = tokio::spawn(crate::core::run(shared.clone(), core_rx));
+    if !config.admin.listen.is_empty() {
+        let listener = TcpListener::bind(&config.admin.listen)
+            .await
+            .with_context(|| format!("binding admin listener {}", config.admin.listen))?;
+        tracing::info!(local = %listener.local_addr()?, "admin listening");
+        let app = crate::admin::router(shared.clone());
+        let mut stop = shared.shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+        }));
+    }
+    tracing::info!("holdfast running");
+
+    wait_for_signal().await;
+    tracing::info!("stopping: no new connections; draining");
+    let _ = shutdown_tx.send(true);
+    // Transactions in flight get a bounded time to finish.
+    let grace = Duration::from_secs(config.sip.shutdown_grace_secs);
+    let _ = tokio::time::timeout(grace, async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    })
+    .await;
+    shared.close_all_connections();
+    core.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

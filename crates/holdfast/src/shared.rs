@@ -1,0 +1,150 @@
+//! State every task of a running core shares.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use holdfast_sip::{Limits, Message};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{Config, ListenTransport};
+use crate::guard::Guard;
+use crate::log::LogLimiter;
+use crate::metrics::Metrics;
+
+/// Where a message came from, and how to answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub transport: ListenTransport,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    /// The connection, for stream transports.
+    pub conn: Option<u64>,
+}
+
+/// A parsed message on its way to the core.
+#[derive(Debug)]
+pub struct Inbound {
+    pub msg: Message,
+    pub peer: Peer,
+}
+
+/// A live stream connection's outbound side.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    pub tx: mpsc::Sender<Bytes>,
+    /// Signalled to close the connection (write queue overflow, shutdown).
+    pub close: Arc<tokio::sync::Notify>,
+}
+
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub wire: Limits,
+    pub metrics: Arc<Metrics>,
+    pub guard: Guard,
+    pub logs: LogLimiter,
+    pub core_tx: mpsc::Sender<Inbound>,
+    pub udp: RwLock<HashMap<SocketAddr, Arc<UdpSocket>>>,
+    conns: Mutex<HashMap<u64, ConnHandle>>,
+    next_conn: AtomicU64,
+    pub open_connections: AtomicUsize,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    pub fn new(
+        config: Config,
+        core_tx: mpsc::Sender<Inbound>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Shared {
+        let metrics = Arc::new(Metrics::default());
+        Shared {
+            wire: config.limits.wire(),
+            guard: Guard::new(&config.bans, &config.limits),
+            logs: LogLimiter::new(Duration::from_secs(10), metrics.clone()),
+            metrics,
+            config,
+            core_tx,
+            udp: RwLock::new(HashMap::new()),
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            open_connections: AtomicUsize::new(0),
+            shutdown,
+        }
+    }
+
+    pub fn register_conn(&self, handle: ConnHandle) -> u64 {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, handle);
+        id
+    }
+
+    pub fn unregister_conn(&self, id: u64) {
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    fn conn(&self, id: u64) -> Option<ConnHandle> {
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    pub fn close_all_connections(&self) {
+        for h in self
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            h.close.notify_one();
+        }
+    }
+
+    /// Sends bytes to a peer over the flow it used: the same UDP socket, or the same
+    /// connection (RFC 3261 §18.2.2). Never blocks: a full write queue closes the
+    /// connection, a full socket buffer drops the datagram.
+    pub fn send(&self, peer: &Peer, bytes: Bytes) -> bool {
+        let sent = match (peer.transport, peer.conn) {
+            (ListenTransport::Udp, _) => {
+                let sock = self
+                    .udp
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&peer.local)
+                    .cloned();
+                sock.is_some_and(|s| s.try_send_to(&bytes, peer.remote).is_ok())
+            }
+            (_, Some(id)) => match self.conn(id) {
+                Some(h) => match h.tx.try_send(bytes) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        self.metrics
+                            .ingress_limit(crate::metrics::IngressLimit::WriteQueue);
+                        h.close.notify_one();
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                },
+                None => false,
+            },
+            (_, None) => false,
+        };
+        if sent {
+            self.metrics.message_out(peer.transport);
+        }
+        sent
+    }
+}

@@ -1,0 +1,85 @@
+//! The transports: UDP, and the stream transports (TCP, TLS, WS, WSS) sharing one
+//! connection loop. Every message a peer sends is handled under a panic guard; every
+//! offence is counted against its source address.
+
+pub mod stream;
+pub mod tls;
+pub mod udp;
+pub mod ws;
+
+use std::net::IpAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use holdfast_sip::{Answer, Message, ParseError};
+use tokio::time::Instant;
+
+use crate::guard::Offence;
+use crate::shared::{Inbound, Peer, Shared};
+
+/// Runs `f` under a panic guard. A panic is counted and logged (rate-limited); the
+/// caller then closes the connection (or drops the datagram).
+pub fn guarded<R>(shared: &Shared, peer: &Peer, f: impl FnOnce() -> R) -> Option<R> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => Some(r),
+        Err(_) => {
+            shared.metrics.panics_caught.fetch_add(1, Ordering::Relaxed);
+            if shared.logs.allow("panic") {
+                tracing::error!(remote = %peer.remote, transport = peer.transport.as_str(), "panic while handling a message; connection closed");
+            }
+            None
+        }
+    }
+}
+
+/// Test-only fault injection: panics when the configured marker header is present.
+pub fn fault_injection(shared: &Shared, msg: &Message) {
+    if let Some(marker) = &shared.config.testing.panic_marker_header {
+        if msg.header_by_str(marker).is_some() {
+            panic!("fault injection: {marker} header");
+        }
+    }
+}
+
+/// Records an offence by `ip`, logging a new ban once.
+pub fn offence(shared: &Shared, ip: IpAddr, reason: &'static str) {
+    if shared.guard.offence(ip, reason, Instant::now()) == Offence::NewBan {
+        shared.metrics.bans_total.fetch_add(1, Ordering::Relaxed);
+        if shared.logs.allow("ban") {
+            tracing::warn!(%ip, reason, "source banned");
+        }
+    }
+}
+
+/// Handles a message that did not parse: count it, count an offence, and answer it
+/// when it is a request whose Via can be read.
+pub fn parse_failed(shared: &Shared, peer: &Peer, raw: &[u8], error: &ParseError) {
+    shared.metrics.parse_errors.fetch_add(1, Ordering::Relaxed);
+    if let ParseError::Limit(l) = error {
+        shared.metrics.wire_limit(l.limit);
+    }
+    offence(shared, peer.remote.ip(), "parse_error");
+    if shared.logs.allow("parse_error") {
+        tracing::info!(remote = %peer.remote, transport = peer.transport.as_str(), %error, "unparsable message");
+    }
+    if let Answer::Respond { status, reason, .. } = error.answer(true) {
+        if let Some(r) = holdfast_sip::response_to_unparsable(raw, status, &reason, &shared.wire) {
+            shared.send(peer, r.bytes);
+        }
+    }
+}
+
+/// Hands a parsed message to the core. When the core is saturated the message is
+/// dropped (UDP peers retransmit) and counted.
+pub fn deliver(shared: &Shared, peer: Peer, msg: Message) {
+    shared.metrics.message_in(peer.transport);
+    if shared.core_tx.try_send(Inbound { msg, peer }).is_err() {
+        shared.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// True for a datagram or WebSocket message that holds only line ends (a keepalive).
+pub fn is_keepalive(data: &Bytes) -> bool {
+    !data.is_empty() && data.iter().all(|&b| b == b'\r' || b == b'\n')
+}

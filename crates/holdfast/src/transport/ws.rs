@@ -1,0 +1,144 @@
+//! SIP over WebSocket (RFC 7118): the `sip` subprotocol, one SIP message per
+//! WebSocket message, with the same guard and limits as the other transports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use holdfast_sip::parse_datagram;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{timeout_at, Instant};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::config::Config;
+use crate::guard::Admission;
+use crate::metrics::IngressLimit;
+use crate::shared::{Peer, Shared};
+use crate::transport::stream::ConnPermit;
+
+#[allow(clippy::result_large_err)] // the callback signature is tungstenite's
+fn negotiate(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
+    let offers_sip = req
+        .headers()
+        .get_all("Sec-WebSocket-Protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("sip"));
+    if !offers_sip {
+        let mut err = ErrorResponse::new(Some("the sip subprotocol is required (RFC 7118)".into()));
+        *err.status_mut() = StatusCode::BAD_REQUEST;
+        return Err(err);
+    }
+    resp.headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("sip"));
+    Ok(resp)
+}
+
+pub async fn serve<S>(shared: Arc<Shared>, io: S, peer: Peer, _permit: ConnPermit)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let limits = &shared.config.limits;
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(limits.max_message_size))
+        .max_frame_size(Some(limits.max_message_size))
+        .max_write_buffer_size(
+            limits
+                .max_message_size
+                .saturating_mul(limits.write_queue)
+                .max(1 << 20),
+        );
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(io, negotiate, Some(ws_config));
+    let ws =
+        match tokio::time::timeout(Config::ms(limits.tls_handshake_timeout_ms), handshake).await {
+            Ok(Ok(ws)) => ws,
+            _ => {
+                shared.metrics.ingress_limit(IngressLimit::TlsHandshake);
+                super::offence(&shared, peer.remote.ip(), "ws_handshake");
+                return;
+            }
+        };
+    let (sink, mut stream) = ws.split();
+    let sink = Arc::new(tokio::sync::Mutex::new(sink));
+    let (id, close, writer) = super::stream::outbound(&shared, move |bytes: Bytes| {
+        let sink = sink.clone();
+        Box::pin(async move {
+            let msg = match std::str::from_utf8(&bytes) {
+                Ok(text) => WsMessage::text(text),
+                Err(_) => WsMessage::binary(bytes),
+            };
+            let mut s = sink.lock().await;
+            matches!(
+                tokio::time::timeout(Duration::from_secs(10), s.send(msg)).await,
+                Ok(Ok(()))
+            )
+        })
+    });
+    let peer = Peer {
+        conn: Some(id),
+        ..peer
+    };
+    let mut shutdown = shared.shutdown.clone();
+    let opened = Instant::now();
+    let mut heard = false;
+    loop {
+        let deadline = if heard {
+            Instant::now() + Config::ms(limits.idle_timeout_ms)
+        } else {
+            opened + Config::ms(limits.first_message_timeout_ms)
+        };
+        let next = tokio::select! {
+            r = timeout_at(deadline, stream.next()) => r,
+            _ = close.notified() => break,
+            _ = shutdown.changed() => break,
+        };
+        let data = match next {
+            Err(_) => {
+                if !heard {
+                    shared
+                        .metrics
+                        .ingress_limit(IngressLimit::FirstMessageTimeout);
+                    super::offence(&shared, peer.remote.ip(), "first_message_timeout");
+                }
+                break;
+            }
+            Ok(None) | Ok(Some(Err(_))) => break,
+            Ok(Some(Ok(WsMessage::Text(t)))) => Bytes::from(t),
+            Ok(Some(Ok(WsMessage::Binary(b)))) => b,
+            Ok(Some(Ok(WsMessage::Close(_)))) => break,
+            Ok(Some(Ok(_))) => continue,
+        };
+        heard = true;
+        if super::is_keepalive(&data) {
+            continue;
+        }
+        match shared.guard.admit_message(peer.remote.ip(), Instant::now()) {
+            Admission::Allow => {}
+            Admission::RateLimited => {
+                shared.metrics.ingress_limit(IngressLimit::MessageRate);
+                super::offence(&shared, peer.remote.ip(), "message_rate");
+                continue;
+            }
+            Admission::Banned => break,
+        }
+        let ok = super::guarded(&shared, &peer, || {
+            match parse_datagram(data.clone(), &shared.wire) {
+                Ok(msg) => {
+                    super::fault_injection(&shared, &msg);
+                    super::deliver(&shared, peer, msg);
+                }
+                Err(e) => super::parse_failed(&shared, &peer, &data, &e),
+            }
+        });
+        if ok.is_none() {
+            break;
+        }
+    }
+    shared.unregister_conn(id);
+    writer.abort();
+}
