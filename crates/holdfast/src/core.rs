@@ -11,9 +11,14 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
+use holdfast_core::transaction::Config as TxConfig;
+use holdfast_core::{Action, Event, Peer as CorePeer, TimerConfig, TransactionLayer, Transport};
 use holdfast_sip::{validate, Answer, Header, Message, Method, ValidationPolicy};
 use tokio::sync::mpsc;
 
+use crate::config::ListenTransport;
 use crate::shared::{Inbound, Peer, Shared};
 
 pub const ALLOW: &str = "OPTIONS";
@@ -29,44 +34,130 @@ pub fn new_tag() -> String {
 }
 
 pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Inbound>) {
-    while let Some(Inbound { msg, peer }) = rx.recv().await {
-        // The core's handling runs under the same guard as a connection's: a fault
-        // here costs one message, never the service.
-        let _ = crate::transport::guarded(&shared, &peer, || handle(&shared, &msg, &peer));
+    let timers = &shared.config.timers;
+    let mut layer = TransactionLayer::new(TxConfig {
+        timers: TimerConfig::new(
+            Duration::from_millis(timers.t1_ms),
+            Duration::from_millis(timers.t2_ms),
+            Duration::from_millis(timers.t4_ms),
+        ),
+        ..TxConfig::default()
+    });
+    let mut batch = Vec::with_capacity(64);
+    loop {
+        let deadline = layer.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            n = rx.recv_many(&mut batch, 64) => {
+                if n == 0 {
+                    return;
+                }
+                let now = now();
+                for Inbound { msg, peer } in batch.drain(..) {
+                    // The core's handling runs under the same guard as a connection's:
+                    // a fault here costs one message, never the service.
+                    let _ = crate::transport::guarded(&shared, &peer, || {
+                        receive(&shared, &mut layer, msg, peer, now);
+                    });
+                }
+            }
+            _ = sleep_until_opt(deadline) => layer.handle_timeout(now()),
+        }
+        drain(&shared, &mut layer);
     }
 }
 
-fn handle(shared: &Shared, msg: &Message, peer: &Peer) {
-    if !msg.is_request() {
-        // No transactions yet: every response is a stray (RFC 3261 §18.1.2).
-        shared
-            .metrics
-            .responses_dropped
-            .fetch_add(1, Ordering::Relaxed);
-        return;
+/// The transaction layer's clock: tokio's, so tests can pause it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
-    if let Err(e) = validate(msg, &ValidationPolicy::PROXY) {
-        if let Answer::Respond {
-            status,
-            reason,
-            unsupported,
-        } = e.answer(true)
-        {
-            if msg.method() == Some(&Method::Ack) {
-                return;
+}
+
+/// A message from the transports: validated, then given to the transaction layer.
+fn receive(shared: &Shared, layer: &mut TransactionLayer, msg: Message, peer: Peer, now: Instant) {
+    if let Err(e) = validate(&msg, &ValidationPolicy::PROXY) {
+        if msg.is_request() && msg.method() != Some(&Method::Ack) {
+            if let Answer::Respond {
+                status,
+                reason,
+                unsupported,
+            } = e.answer(true)
+            {
+                let mut resp = msg.response(status, &reason, Some(&new_tag()));
+                if !unsupported.is_empty() {
+                    let tags: Vec<&[u8]> = unsupported.iter().map(|t| t.as_ref()).collect();
+                    add_header(&mut resp, "Unsupported", &tags.join(&b", "[..]));
+                }
+                shared.send(&peer, resp.to_bytes());
             }
-            let mut resp = msg.response(status, &reason, Some(&new_tag()));
-            if !unsupported.is_empty() {
-                let tags: Vec<&[u8]> = unsupported.iter().map(|t| t.as_ref()).collect();
-                add_header(&mut resp, "Unsupported", &tags.join(&b", "[..]));
-            }
-            shared.send(peer, resp.to_bytes());
+        } else {
+            shared
+                .metrics
+                .responses_dropped
+                .fetch_add(1, Ordering::Relaxed);
         }
         return;
     }
-    let Some(method) = msg.method() else { return };
-    let resp = match method {
-        Method::Ack => return,
+    if let Err(e) = layer.handle_message(msg.clone(), to_core(&peer), now) {
+        // The request lacks what transaction matching needs: answer statelessly.
+        if msg.is_request() && msg.method() != Some(&Method::Ack) {
+            let resp = msg.response(400, &format!("Bad Request ({e})"), Some(&new_tag()));
+            shared.send(&peer, resp.to_bytes());
+        }
+    }
+}
+
+/// Carries out what the transaction layer asks for, answering requests as the TU.
+fn drain(shared: &Shared, layer: &mut TransactionLayer) {
+    while let Some(action) = layer.poll_action() {
+        match action {
+            Action::Send {
+                to,
+                data,
+                transaction,
+            } => {
+                if !shared.send(&from_core(shared, &to), data) {
+                    if let Some(key) = transaction {
+                        layer.handle_transport_error(&key, now());
+                    }
+                }
+            }
+            Action::ToUser(Event::Request {
+                key: Some(key),
+                request,
+                ..
+            }) => {
+                if let Some(resp) = answer(&request) {
+                    let _ = layer.respond(&key, resp, now());
+                }
+            }
+            Action::ToUser(Event::Overloaded { request, peer }) => {
+                shared.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
+                let mut resp = request.response(503, "Service Unavailable", Some(&new_tag()));
+                add_header(&mut resp, "Retry-After", b"5");
+                layer.send_stateless(peer, resp.to_bytes());
+            }
+            Action::ToUser(Event::StrayResponse { .. }) => {
+                shared
+                    .metrics
+                    .responses_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Action::ToUser(_) => {}
+        }
+    }
+}
+
+/// The TU's answer to a request addressed to the core.
+fn answer(msg: &Message) -> Option<Message> {
+    let method = msg.method()?;
+    Some(match method {
+        Method::Ack => return None,
         Method::Options => {
             let mut r = msg.response(200, "OK", Some(&new_tag()));
             for (name, value) in [
@@ -85,8 +176,41 @@ fn handle(shared: &Shared, msg: &Message, peer: &Peer) {
             add_header(&mut r, "Allow", ALLOW.as_bytes());
             r
         }
+    })
+}
+
+fn to_core(peer: &Peer) -> CorePeer {
+    CorePeer {
+        transport: match peer.transport {
+            ListenTransport::Udp => Transport::Udp,
+            ListenTransport::Tcp => Transport::Tcp,
+            ListenTransport::Tls => Transport::Tls,
+            ListenTransport::Ws => Transport::Ws,
+            ListenTransport::Wss => Transport::Wss,
+        },
+        addr: peer.remote,
+        connection: peer.conn,
+        local: Some(peer.local),
+    }
+}
+
+fn from_core(shared: &Shared, peer: &CorePeer) -> Peer {
+    let transport = match peer.transport {
+        Transport::Udp => ListenTransport::Udp,
+        Transport::Tcp => ListenTransport::Tcp,
+        Transport::Tls => ListenTransport::Tls,
+        Transport::Ws => ListenTransport::Ws,
+        Transport::Wss => ListenTransport::Wss,
     };
-    shared.send(peer, resp.to_bytes());
+    let local = peer
+        .local
+        .or_else(|| shared.any_udp_local(peer.addr.is_ipv6()));
+    Peer {
+        transport,
+        remote: peer.addr,
+        local: local.unwrap_or(peer.addr),
+        conn: peer.connection,
+    }
 }
 
 /// Adds a header to a response built by [`Message::response`], before its final

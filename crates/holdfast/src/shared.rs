@@ -78,6 +78,16 @@ impl Shared {
         }
     }
 
+    /// A UDP socket's local address of the wanted family, for requests the core
+    /// originates without a flow to follow.
+    pub fn any_udp_local(&self, v6: bool) -> Option<SocketAddr> {
+        let udp = self.udp.read().unwrap_or_else(|e| e.into_inner());
+        udp.keys()
+            .find(|a| a.is_ipv6() == v6)
+            .or_else(|| udp.keys().next())
+            .copied()
+    }
+
     pub fn register_conn(&self, handle: ConnHandle) -> u64 {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         self.conns
