@@ -6,8 +6,34 @@
 
 use bytes::Bytes;
 
-/// `token` characters (RFC 3261 §25.1).
-pub(crate) const fn is_token(b: u8) -> bool {
+/// Builds a 256-entry membership table from a `const fn(u8) -> bool`, at compile time.
+macro_rules! byte_table {
+    ($pred:expr) => {{
+        let mut t = [false; 256];
+        let mut i = 0usize;
+        // Const evaluation over 0..256: in bounds, lossless, no overflow.
+        #[allow(
+            clippy::indexing_slicing,
+            clippy::arithmetic_side_effects,
+            clippy::cast_possible_truncation
+        )]
+        while i < 256 {
+            t[i] = $pred(i as u8);
+            i += 1;
+        }
+        t
+    }};
+}
+pub(crate) use byte_table;
+
+/// Looks a byte up in a table built by [`byte_table!`].
+#[inline(always)]
+pub(crate) fn in_table(t: &[bool; 256], b: u8) -> bool {
+    // A u8 index is always below 256; `get` compiles to a plain load.
+    t.get(usize::from(b)).copied().unwrap_or(false)
+}
+
+const fn token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
@@ -15,10 +41,24 @@ pub(crate) const fn is_token(b: u8) -> bool {
         )
 }
 
+const fn value_char(b: u8) -> bool {
+    token_char(b) || matches!(b, b':' | b'[' | b']')
+}
+
+static TOKEN: [bool; 256] = byte_table!(token_char);
+static VALUE: [bool; 256] = byte_table!(value_char);
+
+/// `token` characters (RFC 3261 §25.1).
+#[inline]
+pub(crate) fn is_token(b: u8) -> bool {
+    in_table(&TOKEN, b)
+}
+
 /// Characters allowed in a `gen-value` that is not quoted: token, or a host, which adds
 /// the `:` and brackets of IPv6 references.
-pub(crate) const fn is_value_char(b: u8) -> bool {
-    is_token(b) || matches!(b, b':' | b'[' | b']')
+#[inline]
+pub(crate) fn is_value_char(b: u8) -> bool {
+    in_table(&VALUE, b)
 }
 
 /// Linear white space once folds are known to be well formed.
@@ -93,11 +133,13 @@ impl<'a> Scanner<'a> {
         self.pos >= self.end
     }
 
+    #[inline]
     pub(crate) fn peek(&self) -> Option<u8> {
-        self.src
-            .get(self.pos)
-            .copied()
-            .filter(|_| self.pos < self.end)
+        if self.pos < self.end {
+            self.src.get(self.pos).copied()
+        } else {
+            None
+        }
     }
 
     pub(crate) fn rest(&self) -> &'a [u8] {
@@ -121,12 +163,11 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skips LWS, returning whether any was skipped.
+    #[inline]
     pub(crate) fn skip_lws(&mut self) -> bool {
-        let start = self.pos;
-        while self.peek().is_some_and(is_lws) {
-            self.bump();
-        }
-        self.pos != start
+        let n = self.rest().iter().take_while(|&&b| is_lws(b)).count();
+        self.pos = self.pos.saturating_add(n);
+        n != 0
     }
 
     /// `SWS c SWS`: consumes separator `c` with optional LWS around it.
@@ -143,11 +184,11 @@ impl<'a> Scanner<'a> {
     }
 
     /// Consumes a run of bytes matching `pred`; returns its range (possibly empty).
+    #[inline]
     pub(crate) fn take_while(&mut self, pred: impl Fn(u8) -> bool) -> (usize, usize) {
         let start = self.pos;
-        while self.peek().is_some_and(&pred) {
-            self.bump();
-        }
+        let n = self.rest().iter().take_while(|&&b| pred(b)).count();
+        self.pos = start.saturating_add(n);
         (start, self.pos)
     }
 
@@ -178,27 +219,22 @@ impl<'a> Scanner<'a> {
             return None;
         }
         loop {
+            let Some(i) = memchr::memchr2(b'"', b'\\', self.rest()) else {
+                self.pos = start;
+                return None;
+            };
+            self.pos = self.pos.saturating_add(i);
+            if self.eat(b'"') {
+                return Some(self.slice((start, self.pos)));
+            }
+            self.bump();
+            // quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
             match self.peek() {
-                None => {
+                Some(c) if c <= 0x7f && c != b'\r' && c != b'\n' => self.bump(),
+                _ => {
                     self.pos = start;
                     return None;
                 }
-                Some(b'"') => {
-                    self.bump();
-                    return Some(self.slice((start, self.pos)));
-                }
-                Some(b'\\') => {
-                    self.bump();
-                    // quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
-                    match self.peek() {
-                        Some(c) if c <= 0x7f && c != b'\r' && c != b'\n' => self.bump(),
-                        _ => {
-                            self.pos = start;
-                            return None;
-                        }
-                    }
-                }
-                Some(_) => self.bump(),
             }
         }
     }

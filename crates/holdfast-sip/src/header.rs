@@ -129,8 +129,11 @@ pub enum Value {
 pub struct Header {
     pub(crate) name: HeaderName,
     pub(crate) line: Bytes,
-    pub(crate) raw_name: Bytes,
-    pub(crate) raw_value: Bytes,
+    /// `line[..name_end]` is the name as written.
+    pub(crate) name_end: u32,
+    /// `line[value_start..value_end]` is the value, trimmed.
+    pub(crate) value_start: u32,
+    pub(crate) value_end: u32,
     pub(crate) value: Value,
 }
 
@@ -157,22 +160,28 @@ impl Header {
         value_start: usize,
         value_end: usize,
     ) -> Result<Header, Malformed> {
-        let raw_name = line.slice(..name_end.min(line.len()));
-        if !grammar::is_token_str(&raw_name) {
+        let raw_name = line.get(..name_end).ok_or(Malformed::HeaderLine)?;
+        if !grammar::is_token_str(raw_name) {
             return Err(Malformed::HeaderLine);
         }
-        let raw_value = if value_start <= value_end && value_end <= line.len() {
-            line.slice(value_start..value_end)
+        let (value_start, value_end) = if value_start <= value_end && value_end <= line.len() {
+            (value_start, value_end)
         } else {
-            Bytes::new()
+            (name_end, name_end)
         };
-        let name = HeaderName::from_bytes(&raw_name);
-        let value = parse_value(name, &raw_value).ok_or(Malformed::Header(name.as_str()))?;
+        let name = HeaderName::from_bytes(raw_name);
+        let value = match name {
+            HeaderName::Other => Value::Raw,
+            _ => parse_value(name, &line.slice(value_start..value_end))
+                .ok_or(Malformed::Header(name.as_str()))?,
+        };
+        let offset = |n: usize| u32::try_from(n).map_err(|_| Malformed::HeaderLine);
         Ok(Header {
             name,
+            name_end: offset(name_end)?,
+            value_start: offset(value_start)?,
+            value_end: offset(value_end)?,
             line,
-            raw_name,
-            raw_value,
             value,
         })
     }
@@ -183,14 +192,16 @@ impl Header {
     }
 
     /// The name as written.
-    pub fn raw_name(&self) -> &Bytes {
-        &self.raw_name
+    pub fn raw_name(&self) -> &[u8] {
+        self.line.get(..self.name_end as usize).unwrap_or_default()
     }
 
     /// The value as written, without the surrounding white space; continuation lines
     /// are kept as they arrived.
-    pub fn raw_value(&self) -> &Bytes {
-        &self.raw_value
+    pub fn raw_value(&self) -> &[u8] {
+        self.line
+            .get(self.value_start as usize..self.value_end as usize)
+            .unwrap_or_default()
     }
 
     /// The whole field as it will be serialized, line end included.
@@ -207,7 +218,7 @@ impl Header {
     /// known headers).
     pub fn is(&self, name: &str) -> bool {
         match self.name {
-            HeaderName::Other => self.raw_name.eq_ignore_ascii_case(name.as_bytes()),
+            HeaderName::Other => self.raw_name().eq_ignore_ascii_case(name.as_bytes()),
             n => HeaderName::from_bytes(name.as_bytes()) == n,
         }
     }

@@ -414,8 +414,7 @@ impl Message {
                 }
                 value.extend_from_slice(item.value_bytes());
             }
-            let raw_name = header.raw_name.clone();
-            let rebuilt = Header::typed_raw(raw_name, &value, header.value.clone());
+            let rebuilt = Header::typed_raw(header.raw_name(), &value, header.value.clone());
             *header = rebuilt;
         }
         self.edited();
@@ -469,8 +468,8 @@ impl Message {
         match self.first_index(HeaderName::MaxForwards) {
             Some(idx) => {
                 let header = self.headers.get_mut(idx)?;
-                let raw_name = header.raw_name.clone();
-                *header = Header::typed_raw(raw_name, value.as_bytes(), Value::Number(next));
+                *header =
+                    Header::typed_raw(header.raw_name(), value.as_bytes(), Value::Number(next));
                 // A second (invalid) Max-Forwards must not survive next to the new one.
                 let mut seen = false;
                 self.headers.retain(|h| {
@@ -514,7 +513,7 @@ impl Message {
                 }
                 HeaderName::To => match (to_tag, self.to().and_then(NameAddr::tag)) {
                     (Some(tag), None) => {
-                        let mut v = h.raw_value.to_vec();
+                        let mut v = h.raw_value().to_vec();
                         v.extend_from_slice(b";tag=");
                         v.extend_from_slice(tag.as_bytes());
                         match Header::new("To", &v) {
@@ -563,24 +562,26 @@ impl ValueBytes for NameAddr {
 impl Header {
     /// A field built by holdfast from a value it already holds in typed form.
     pub(crate) fn typed(name: &'static str, value: &[u8], typed: Value) -> Header {
-        Header::typed_raw(Bytes::from_static(name.as_bytes()), value, typed)
+        Header::typed_raw(name.as_bytes(), value, typed)
     }
 
-    pub(crate) fn typed_raw(raw_name: Bytes, value: &[u8], typed: Value) -> Header {
+    pub(crate) fn typed_raw(raw_name: &[u8], value: &[u8], typed: Value) -> Header {
         let mut line =
             Vec::with_capacity(raw_name.len().saturating_add(value.len()).saturating_add(4));
-        line.extend_from_slice(&raw_name);
+        line.extend_from_slice(raw_name);
         line.extend_from_slice(b": ");
         line.extend_from_slice(value);
         line.extend_from_slice(b"\r\n");
-        let line = Bytes::from(line);
-        let start = raw_name.len().saturating_add(2);
-        let raw_value = line.slice(start..start.saturating_add(value.len()));
+        let name_end = raw_name.len();
+        let value_start = name_end.saturating_add(2);
+        let value_end = value_start.saturating_add(value.len());
+        let offset = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Header {
-            name: HeaderName::from_bytes(&raw_name),
-            raw_name: line.slice(..raw_name.len()),
-            line,
-            raw_value,
+            name: HeaderName::from_bytes(raw_name),
+            line: Bytes::from(line),
+            name_end: offset(name_end),
+            value_start: offset(value_start),
+            value_end: offset(value_end),
             value: typed,
         }
     }

@@ -132,47 +132,36 @@ fn parse_head(head: Bytes, limits: &Limits) -> Result<Message, ParseError> {
     }
     let start = parse_start_line(&start_raw)?;
 
-    // First pass: count fields so the vector is allocated once, within the limit.
-    let fields = head
-        .get(start_end..)
-        .unwrap_or_default()
-        .split(|&b| b == b'\n')
-        .filter(|l| !matches!(l.first(), Some(b' ' | b'\t') | None))
-        .count();
-    if fields > limits.max_headers {
-        return Err(limit(Limit::Headers, limits.max_headers));
-    }
-    let mut headers = Vec::with_capacity(fields);
+    let bytes: &[u8] = &head;
+    let mut headers = Vec::with_capacity(limits.max_headers.min(24));
     let mut folds = 0usize;
     let mut vias = 0usize;
     let mut content_length: Option<u64> = None;
 
     let mut pos = start_end;
-    while pos < head.len() {
+    while pos < bytes.len() {
+        if headers.len() >= limits.max_headers {
+            return Err(limit(Limit::Headers, limits.max_headers));
+        }
         // One field: its first line and every continuation line after it.
         let field_start = pos;
-        let mut field_end;
         loop {
-            let rest = head.get(pos..).unwrap_or_default();
-            let line_end = memchr::memchr(b'\n', rest)
-                .map_or(head.len(), |p| pos.saturating_add(p).saturating_add(1));
-            field_end = line_end;
-            pos = line_end;
-            match head.get(pos) {
-                Some(b' ' | b'\t') => {
-                    folds = folds.saturating_add(1);
-                    if folds > limits.max_folds {
-                        return Err(limit(Limit::Folds, limits.max_folds));
-                    }
-                }
-                _ => break,
+            pos = match memchr::memchr(b'\n', bytes.get(pos..).unwrap_or_default()) {
+                Some(p) => pos.saturating_add(p).saturating_add(1),
+                None => bytes.len(),
+            };
+            if !matches!(bytes.get(pos), Some(b' ' | b'\t')) {
+                break;
+            }
+            folds = folds.saturating_add(1);
+            if folds > limits.max_folds {
+                return Err(limit(Limit::Folds, limits.max_folds));
             }
         }
-        if field_end.saturating_sub(field_start) > limits.max_header_line {
+        if pos.saturating_sub(field_start) > limits.max_header_line {
             return Err(limit(Limit::HeaderLine, limits.max_header_line));
         }
-        let line = head.slice(field_start..field_end);
-        let header = split_field(line)?;
+        let header = split_field(head.slice(field_start..pos))?;
         match &header.value {
             Value::Via(list) => {
                 vias = vias.saturating_add(list.len());
@@ -206,16 +195,19 @@ fn parse_head(head: Bytes, limits: &Limits) -> Result<Message, ParseError> {
 /// types it.
 fn split_field(line: Bytes) -> Result<Header, ParseError> {
     let content_end = line_content_end(&line);
-    // Within the field, a CR must be part of a CRLF, and every line break must be
-    // followed by white space (a fold); the line splitter guarantees the latter.
     let content = line.get(..content_end).unwrap_or_default();
-    let mut cr = memchr::memchr_iter(b'\r', content);
-    if cr.any(|p| content.get(p.saturating_add(1)) != Some(&b'\n')) {
-        return Err(Malformed::Folding.into());
-    }
-    if matches!(line.first(), Some(b' ' | b'\t')) {
+    if matches!(content.first(), Some(b' ' | b'\t')) {
         // A continuation line with no field before it.
         return Err(Malformed::Folding.into());
+    }
+    // Within the field, a CR must be part of a CRLF (the line splitter already made
+    // every line break inside it a fold).
+    if let Some(first_cr) = memchr::memchr(b'\r', content) {
+        let bad = memchr::memchr_iter(b'\r', content.get(first_cr..).unwrap_or_default())
+            .any(|p| content.get(first_cr.saturating_add(p).saturating_add(1)) != Some(&b'\n'));
+        if bad {
+            return Err(Malformed::Folding.into());
+        }
     }
     let colon = memchr::memchr(b':', content).ok_or(Malformed::HeaderLine)?;
     let name_part = content.get(..colon).unwrap_or_default();
@@ -229,9 +221,15 @@ fn split_field(line: Bytes) -> Result<Header, ParseError> {
         .iter()
         .take_while(|&&b| grammar::is_lws(b))
         .count();
+    let trail = value_part
+        .get(lead..)
+        .unwrap_or_default()
+        .iter()
+        .rev()
+        .take_while(|&&b| grammar::is_lws(b))
+        .count();
     let value_start = colon.saturating_add(1).saturating_add(lead);
-    let trimmed_len = grammar::trim_lws(value_part).len();
-    let value_end = value_start.saturating_add(trimmed_len);
+    let value_end = content_end.saturating_sub(trail).max(value_start);
     Header::from_parts(line, name_end, value_start, value_end).map_err(ParseError::from)
 }
 

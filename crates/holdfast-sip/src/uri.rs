@@ -113,6 +113,13 @@ impl Host {
             [] => Err(UriError::Host),
             [b'[', inner @ .., b']'] => parse_v6(inner).map(Host::V6).ok_or(UriError::Host),
             t if bare_v6 && t.contains(&b':') => parse_v6(t).map(Host::V6).ok_or(UriError::Host),
+            t if t.first().is_some_and(u8::is_ascii_alphabetic) => {
+                if is_hostname(t) {
+                    Ok(Host::Name(text.clone()))
+                } else {
+                    Err(UriError::Host)
+                }
+            }
             t if is_ipv4_shape(t) => std::str::from_utf8(t)
                 .ok()
                 .and_then(|s| s.parse::<Ipv4Addr>().ok())
@@ -155,14 +162,20 @@ fn is_ipv4_shape(t: &[u8]) -> bool {
 
 fn is_hostname(t: &[u8]) -> bool {
     // *( domainlabel "." ) toplabel [ "." ]; '_' is tolerated as real deployments use it.
+    // One pass: host characters only, no empty label.
     let t = t.strip_suffix(b".").unwrap_or(t);
-    !t.is_empty()
-        && t.split(|&b| b == b'.').all(|label| {
-            !label.is_empty()
-                && label
-                    .iter()
-                    .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+    let mut prev_dot = true;
+    for &b in t {
+        if !crate::grammar::in_table(&HOST_CHAR, b) {
+            return false;
+        }
+        let dot = b == b'.';
+        if dot && prev_dot {
+            return false;
+        }
+        prev_dot = dot;
+    }
+    !prev_dot
 }
 
 /// Parses the inside of an IPv6 reference. RFC 5118 §4.10: an element must tolerate the
@@ -180,6 +193,22 @@ fn parse_v6(t: &[u8]) -> Option<Ipv6Addr> {
     s.parse::<Ipv6Addr>()
         .ok()
         .or_else(|| s.replacen(":::", "::", 1).parse::<Ipv6Addr>().ok())
+}
+
+static USER: [bool; 256] = crate::grammar::byte_table!(is_user_char);
+static PASSWORD: [bool; 256] = crate::grammar::byte_table!(is_password_char);
+static PARAM: [bool; 256] = crate::grammar::byte_table!(is_param_char);
+static HNV: [bool; 256] = crate::grammar::byte_table!(is_hnv_char);
+static URI_CHAR: [bool; 256] = crate::grammar::byte_table!(is_uri_char);
+static HOST_CHAR: [bool; 256] = crate::grammar::byte_table!(is_host_char);
+
+/// Bytes a URI may contain at all: visible ASCII except `<`, `>` and `"`.
+const fn is_uri_char(b: u8) -> bool {
+    b > b' ' && b < 0x7f && !matches!(b, b'<' | b'>' | b'"')
+}
+
+const fn is_host_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'
 }
 
 const fn is_unreserved(b: u8) -> bool {
@@ -215,7 +244,10 @@ const fn is_reserved(b: u8) -> bool {
 }
 
 /// Checks that `s` is made of `allowed` characters and well-formed `%HH` escapes.
-fn check_escaped(s: &[u8], allowed: impl Fn(u8) -> bool, err: UriError) -> Result<(), UriError> {
+fn check_escaped(s: &[u8], allowed: &[bool; 256], err: UriError) -> Result<(), UriError> {
+    if s.iter().all(|&b| crate::grammar::in_table(allowed, b)) {
+        return Ok(());
+    }
     let mut i = 0usize;
     while let Some(&b) = s.get(i) {
         if b == b'%' {
@@ -228,7 +260,7 @@ fn check_escaped(s: &[u8], allowed: impl Fn(u8) -> bool, err: UriError) -> Resul
                 return Err(UriError::Escape);
             }
             i = i.saturating_add(3);
-        } else if allowed(b) {
+        } else if crate::grammar::in_table(allowed, b) {
             i = i.saturating_add(1);
         } else {
             return Err(err);
@@ -300,7 +332,7 @@ fn canonical(s: &[u8], fold_case: bool) -> Vec<u8> {
 fn parse_uri_params(
     s: &Bytes,
     sep: u8,
-    chars: fn(u8) -> bool,
+    chars: &[bool; 256],
     err: UriError,
     require_value: bool,
     out: &mut Vec<Param>,
@@ -347,10 +379,7 @@ fn is_scheme(s: &[u8]) -> bool {
 impl Uri {
     /// Parses a URI from exactly these bytes (no surrounding LWS or brackets).
     pub fn parse(raw: Bytes) -> Result<Uri, UriError> {
-        if raw
-            .iter()
-            .any(|&b| b <= b' ' || b >= 0x7f || matches!(b, b'<' | b'>' | b'"'))
-        {
+        if !raw.iter().all(|&b| crate::grammar::in_table(&URI_CHAR, b)) {
             return Err(UriError::Char);
         }
         let colon = memchr::memchr(b':', &raw).ok_or(UriError::Scheme)?;
@@ -438,9 +467,9 @@ impl SipUri {
                 if user.is_empty() {
                     return Err(UriError::UserInfo);
                 }
-                check_escaped(&user, is_user_char, UriError::UserInfo)?;
+                check_escaped(&user, &USER, UriError::UserInfo)?;
                 if let Some(p) = &password {
-                    check_escaped(p, is_password_char, UriError::UserInfo)?;
+                    check_escaped(p, &PASSWORD, UriError::UserInfo)?;
                 }
                 (Some(user), password, hostpart)
             }
@@ -460,11 +489,11 @@ impl SipUri {
         let q = memchr::memchr(b'?', &tail).unwrap_or(tail.len());
         if let Some(b';') = tail.first() {
             let p = tail.slice(1..q);
-            parse_uri_params(&p, b';', is_param_char, UriError::Param, false, &mut params)?;
+            parse_uri_params(&p, b';', &PARAM, UriError::Param, false, &mut params)?;
         }
         if q < tail.len() {
             let h = tail.slice(q.saturating_add(1)..);
-            parse_uri_params(&h, b'&', is_hnv_char, UriError::Header, true, &mut headers)?;
+            parse_uri_params(&h, b'&', &HNV, UriError::Header, true, &mut headers)?;
         }
         Ok(SipUri {
             raw,
@@ -508,19 +537,25 @@ impl SipUri {
         // user, ttl, method, maddr and transport must match when either side has them;
         // any other parameter must match only when both sides have it.
         const MUST: [&str; 5] = ["user", "ttl", "method", "maddr", "transport"];
+        // A name given more than once compares as the whole list of its values.
+        let values = |params: &'_ [Param], name: &[u8]| -> Vec<Option<Vec<u8>>> {
+            params
+                .iter()
+                .filter(|q| q.name.eq_ignore_ascii_case(name))
+                .map(|q| q.value.as_deref().map(|v| canonical(v, true)))
+                .collect()
+        };
         for p in &self.params {
-            let theirs =
-                crate::grammar::find_param(&other.params, &String::from_utf8_lossy(&p.name));
-            match theirs {
-                Some(t) if !opt_eq(&p.value, &t.value, true) => return false,
-                Some(_) => {}
-                None if MUST
+            let theirs = values(&other.params, &p.name);
+            if theirs.is_empty() {
+                if MUST
                     .iter()
-                    .any(|m| p.name.eq_ignore_ascii_case(m.as_bytes())) =>
+                    .any(|m| p.name.eq_ignore_ascii_case(m.as_bytes()))
                 {
                     return false;
                 }
-                None => {}
+            } else if values(&self.params, &p.name) != theirs {
+                return false;
             }
         }
         for m in MUST {
@@ -587,7 +622,7 @@ impl TelUri {
         let mut params = Vec::new();
         if end < rest.len() {
             let p = rest.slice(end.saturating_add(1)..);
-            parse_uri_params(&p, b';', is_param_char, UriError::Param, false, &mut params)?;
+            parse_uri_params(&p, b';', &PARAM, UriError::Param, false, &mut params)?;
         }
         Ok(TelUri {
             raw,
@@ -776,6 +811,15 @@ mod tests {
             "sip:carol@chicago.com;security=off"
         ));
         assert!(!eq("sip:alice@atlanta.com", "sips:alice@atlanta.com"));
+    }
+
+    #[test]
+    fn repeated_params_compare_as_lists() {
+        assert!(eq(
+            "sip:[8::10]:5070;m.addr=n070;m.addr=x",
+            "sip:[8::10]:5070;m.addr=n070;m.addr=x"
+        ));
+        assert!(!eq("sip:h;a=1;a=2", "sip:h;a=2;a=1"));
     }
 
     #[test]
