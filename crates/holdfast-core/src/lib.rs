@@ -45,6 +45,7 @@
     )
 )]
 
+pub mod digest;
 pub mod transaction;
 mod transport;
 
