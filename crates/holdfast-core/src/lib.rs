@@ -46,6 +46,7 @@
 )]
 
 pub mod digest;
+pub mod registrar;
 pub mod transaction;
 mod transport;
 
@@ -54,6 +55,18 @@ pub use transaction::{
     TransactionLayer, TransactionState,
 };
 pub use transport::{Peer, Transport};
+
+/// A fresh tag for a To or From header (RFC 3261 §19.3): at least 32 random bits.
+/// Randomness comes from the standard library's per-process hash keys mixed with a
+/// counter, so this crate needs no clock and no RNG dependency.
+pub fn tag() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("{:016x}", h.finish())
+}
 
 #[cfg(test)]
 mod tests;
