@@ -1,7 +1,7 @@
 //! Digest authentication of requests (RFC 3261 §22, RFC 7616, RFC 8760): challenges,
 //! stateless nonces, and verification of credentials against stored HA1 values.
 //!
-//! - Challenges offer SHA-256 first, then MD5, with `qop="auth"`.
+//! - Challenges offer SHA-256 and MD5 (in the configured order), with `qop="auth"`.
 //! - A nonce is `hex(timestamp) || hex(HMAC-SHA256(secret, timestamp || realm))`: any
 //!   node holding the secret can check it without state. It expires after
 //!   [`DigestConfig::nonce_lifetime`]; an expired nonce gets a fresh challenge with
@@ -53,6 +53,9 @@ pub struct DigestConfig {
     pub nonce_lifetime: u64,
     /// Most nonces whose counts are remembered at once.
     pub max_tracked_nonces: usize,
+    /// The algorithms challenges offer, most preferred first (RFC 8760 §2.4). Some
+    /// devices read only the first challenge, so the order is an interop choice.
+    pub algorithms: Vec<Algorithm>,
 }
 
 /// The outcome of checking credentials.
@@ -124,10 +127,11 @@ impl DigestAuth {
         format!("{now:016x}{}", self.mac(now, realm))
     }
 
-    /// The challenges for a 401 / 407: SHA-256 first, then MD5 (RFC 8760 §2.4).
+    /// The challenges for a 401 / 407, one per configured algorithm, in order.
     pub fn challenges(&self, realm: &[u8], stale: bool, now: u64) -> Vec<Vec<u8>> {
         let nonce = Bytes::from(self.nonce(realm, now));
-        [Algorithm::Sha256, Algorithm::Md5]
+        self.config
+            .algorithms
             .iter()
             .map(|alg| {
                 DigestChallenge {
@@ -262,6 +266,7 @@ mod tests {
             secret: b"test secret".to_vec(),
             nonce_lifetime: 300,
             max_tracked_nonces: 1000,
+            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
         })
     }
 

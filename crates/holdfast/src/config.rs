@@ -16,6 +16,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub bans: BanConfig,
     pub timers: TimerConfig,
+    pub registrar: RegistrarSettings,
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub process: ProcessConfig,
@@ -156,15 +157,64 @@ impl Default for TimerConfig {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+pub struct RegistrarSettings {
+    /// Shortest registration accepted, in seconds (423 Interval Too Brief below it).
+    pub min_expires: u32,
+    /// Longest registration granted; longer requests are shortened to it.
+    pub max_expires: u32,
+    /// Used when a REGISTER names no expiry.
+    pub default_expires: u32,
+    /// Most contacts one address-of-record may hold.
+    pub max_contacts: usize,
+    /// RFC 5626 keepalive interval asked of outbound clients (Flow-Timer).
+    pub flow_timer: u32,
+    /// Seconds a digest nonce stays valid.
+    pub nonce_lifetime_secs: u64,
+    /// The secret nonces are signed with (hex or any text). Give every node of a
+    /// cluster the same one; when absent a random one is made at start.
+    pub nonce_secret: Option<String>,
+    /// Failed authentications of one user (from any address) within the ban window
+    /// that get the source banned.
+    pub auth_failures_per_user: u32,
+    /// This node's name in bindings and records.
+    pub node_name: String,
+    /// Digest algorithms offered, most preferred first: "MD5", "SHA-256". Many
+    /// devices read only the first challenge, so MD5 comes first by default.
+    pub digest_algorithms: Vec<String>,
+}
+
+impl Default for RegistrarSettings {
+    fn default() -> Self {
+        RegistrarSettings {
+            min_expires: 60,
+            max_expires: 7200,
+            default_expires: 3600,
+            max_contacts: 10,
+            flow_timer: 120,
+            nonce_lifetime_secs: 300,
+            nonce_secret: None,
+            auth_failures_per_user: 20,
+            node_name: "holdfast".into(),
+            digest_algorithms: vec!["MD5".into(), "SHA-256".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// The admin HTTP listener (health, metrics, API); empty to disable.
     pub listen: String,
+    /// Bearer token the user, domain and registration API requires. Without one
+    /// those endpoints answer 403.
+    pub token: Option<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: "127.0.0.1:9060".into(),
+            token: None,
         }
     }
 }
@@ -291,6 +341,7 @@ impl Config {
                 "limits" => section!(limits),
                 "bans" => section!(bans),
                 "timers" => section!(timers),
+                "registrar" => section!(registrar),
                 "admin" => section!(admin),
                 "log" => section!(log),
                 "process" => section!(process),
@@ -399,6 +450,30 @@ impl Config {
                 "[admin] listen: {:?} is not an address:port",
                 self.admin.listen
             ));
+        }
+        let r = &self.registrar;
+        if r.min_expires == 0 || r.max_expires < r.min_expires {
+            p.push("[registrar] need min_expires > 0 and max_expires >= min_expires".into());
+        }
+        if r.default_expires < r.min_expires || r.default_expires > r.max_expires {
+            p.push(
+                "[registrar] default_expires must lie between min_expires and max_expires".into(),
+            );
+        }
+        if r.max_contacts == 0 || r.nonce_lifetime_secs == 0 || r.auth_failures_per_user == 0 {
+            p.push("[registrar] max_contacts, nonce_lifetime_secs and auth_failures_per_user must be greater than 0".into());
+        }
+        if r.digest_algorithms.is_empty()
+            || r.digest_algorithms
+                .iter()
+                .any(|a| !matches!(a.as_str(), "MD5" | "SHA-256"))
+        {
+            p.push(
+                "[registrar] digest_algorithms: a non-empty list of \"MD5\" and \"SHA-256\"".into(),
+            );
+        }
+        if self.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
+            p.push("[admin] token: use at least 16 characters".into());
         }
         if self.log.max_bytes < 4096 {
             p.push("[log] max_bytes: at least 4096".into());

@@ -19,9 +19,10 @@ use holdfast_sip::{validate, Answer, Header, Message, Method, ValidationPolicy};
 use tokio::sync::mpsc;
 
 use crate::config::ListenTransport;
+use crate::registrar::{Registrar, Reply};
 use crate::shared::{Inbound, Peer, Shared};
 
-pub const ALLOW: &str = "OPTIONS";
+pub const ALLOW: &str = "OPTIONS, REGISTER";
 pub const SUPPORTED: &str = "path, outbound";
 
 /// A fresh tag for the To header of a response (RFC 3261 §19.3: at least 32 bits of
@@ -33,7 +34,12 @@ pub fn new_tag() -> String {
     format!("{:016x}", h.finish())
 }
 
-pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Inbound>) {
+pub async fn run(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Inbound>,
+    registrar: Arc<Registrar>,
+    mut replies: mpsc::Receiver<Reply>,
+) {
     let timers = &shared.config.timers;
     let mut layer = TransactionLayer::new(TxConfig {
         timers: TimerConfig::new(
@@ -60,9 +66,12 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Inbound>) {
                     });
                 }
             }
+            Some(reply) = replies.recv() => {
+                let _ = layer.respond(&reply.key, reply.response, now());
+            }
             _ = sleep_until_opt(deadline) => layer.handle_timeout(now()),
         }
-        drain(&shared, &mut layer);
+        drain(&shared, &mut layer, &registrar);
     }
 }
 
@@ -113,7 +122,7 @@ fn receive(shared: &Shared, layer: &mut TransactionLayer, msg: Message, peer: Pe
 }
 
 /// Carries out what the transaction layer asks for, answering requests as the TU.
-fn drain(shared: &Shared, layer: &mut TransactionLayer) {
+fn drain(shared: &Arc<Shared>, layer: &mut TransactionLayer, registrar: &Arc<Registrar>) {
     while let Some(action) = layer.poll_action() {
         match action {
             Action::Send {
@@ -130,9 +139,11 @@ fn drain(shared: &Shared, layer: &mut TransactionLayer) {
             Action::ToUser(Event::Request {
                 key: Some(key),
                 request,
-                ..
+                peer,
             }) => {
-                if let Some(resp) = answer(&request) {
+                if request.method() == Some(&Method::Register) {
+                    registrar.handle(shared, key, request, from_core(shared, &peer));
+                } else if let Some(resp) = answer(&request) {
                     let _ = layer.respond(&key, resp, now());
                 }
             }
@@ -179,7 +190,7 @@ fn answer(msg: &Message) -> Option<Message> {
     })
 }
 
-fn to_core(peer: &Peer) -> CorePeer {
+pub fn to_core(peer: &Peer) -> CorePeer {
     CorePeer {
         transport: match peer.transport {
             ListenTransport::Udp => Transport::Udp,
@@ -215,7 +226,7 @@ fn from_core(shared: &Shared, peer: &CorePeer) -> Peer {
 
 /// Adds a header to a response built by [`Message::response`], before its final
 /// Content-Length.
-fn add_header(resp: &mut Message, name: &str, value: &[u8]) {
+pub fn add_header(resp: &mut Message, name: &str, value: &[u8]) {
     if let Ok(h) = Header::new(name, value) {
         resp.insert_header(resp.headers().len().saturating_sub(1), h);
     }

@@ -152,6 +152,22 @@ impl Guard {
         })
     }
 
+    /// Bans at once, without a threshold.
+    pub fn ban(&self, ip: IpAddr, reason: &'static str, now: Instant) -> Offence {
+        if self.exempt(ip) {
+            return Offence::Counted;
+        }
+        let duration = Duration::from_secs(self.bans.duration_secs);
+        self.with(ip, now, |s| {
+            if s.banned_until.is_some() {
+                return Offence::Counted;
+            }
+            s.banned_until = Some(now + duration);
+            s.ban_reason = reason;
+            Offence::NewBan
+        })
+    }
+
     /// Takes a connection slot for `ip`; false when it is at its cap.
     pub fn open_connection(&self, ip: IpAddr, now: Instant) -> bool {
         let cap = self.per_ip_connections;

@@ -15,6 +15,7 @@ mod core;
 mod guard;
 mod log;
 mod metrics;
+mod registrar;
 mod server;
 mod shared;
 mod transport;
@@ -46,6 +47,59 @@ enum Command {
     },
     /// Check a configuration file and print every problem found.
     CheckConfig { file: PathBuf },
+    /// Manage users (stored as HA1 digests, never as passwords).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+        #[arg(long, default_value = "holdfast-data", global = true)]
+        data_dir: PathBuf,
+    },
+    /// Manage the domains this core serves.
+    Domain {
+        #[command(subcommand)]
+        action: DomainAction,
+        #[arg(long, default_value = "holdfast-data", global = true)]
+        data_dir: PathBuf,
+    },
+    /// List the current registrations.
+    Registrations {
+        #[arg(long, default_value = "holdfast-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Add a user: `user add alice@example.com --password PW`.
+    Add {
+        aor: String,
+        #[arg(long)]
+        password: String,
+    },
+    /// List users, optionally of one domain.
+    List { domain: Option<String> },
+    /// Change a user's password.
+    Passwd {
+        aor: String,
+        #[arg(long)]
+        password: String,
+    },
+    /// Delete a user.
+    Del { aor: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum DomainAction {
+    /// Add a domain.
+    Add { name: String },
+    /// List domains.
+    List,
+    /// Delete a domain (with --cascade, its users too).
+    Del {
+        name: String,
+        #[arg(long)]
+        cascade: bool,
+    },
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
@@ -74,10 +128,22 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Run {
-            config,
-            data_dir: _,
-        } => {
+        Command::User { action, data_dir } => directory_command(&data_dir, |store| {
+            Box::pin(async move { user_command(store, action).await })
+        }),
+        Command::Domain { action, data_dir } => directory_command(&data_dir, |store| {
+            Box::pin(async move { domain_command(store, action).await })
+        }),
+        Command::Registrations { data_dir } => directory_command(&data_dir, |store| {
+            Box::pin(async move {
+                use holdfast_store::Location;
+                let now = i64::try_from(registrar::unix_now()).unwrap_or(i64::MAX);
+                let list = store.load_unexpired(now).await?;
+                let rows: Vec<_> = list.iter().map(|b| admin::binding_json(b, now)).collect();
+                Ok(serde_json::to_string_pretty(&rows)?)
+            })
+        }),
+        Command::Run { config, data_dir } => {
             let config = match load(config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -99,7 +165,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(server::run(config)) {
+            match runtime.block_on(server::run(config, data_dir)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "holdfast stopped");
@@ -108,4 +174,94 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+type CommandFuture = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<String>>>>;
+
+/// Runs a directory command against the data directory of a stopped or running core
+/// (SQLite in WAL mode takes writers from several processes).
+fn directory_command(
+    data_dir: &std::path::Path,
+    f: impl FnOnce(std::sync::Arc<holdfast_store::SqliteStore>) -> CommandFuture,
+) -> ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(async {
+                let store = std::sync::Arc::new(holdfast_store::SqliteStore::open(data_dir)?);
+                f(store).await
+            })
+        });
+    #[allow(clippy::print_stdout, clippy::print_stderr)] // operator-facing CLI output
+    match result {
+        Ok(out) => {
+            if !out.is_empty() {
+                println!("{out}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("holdfast: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn user_command(
+    store: std::sync::Arc<holdfast_store::SqliteStore>,
+    action: UserAction,
+) -> anyhow::Result<String> {
+    use holdfast_store::Directory;
+    let split = |aor: &str| -> anyhow::Result<(String, String)> {
+        admin::split_aor(aor)
+            .map(|(u, d)| (u.to_string(), d.to_string()))
+            .ok_or_else(|| anyhow::anyhow!("expected user@domain, got {aor:?}"))
+    };
+    Ok(match action {
+        UserAction::Add { aor, password } => {
+            let (u, d) = split(&aor)?;
+            let user = store.add_user(&u, &d, &password).await?;
+            format!("added {}@{}", user.username, user.domain)
+        }
+        UserAction::List { domain } => store
+            .list_users(domain.as_deref())
+            .await?
+            .iter()
+            .map(|u| format!("{}@{}", u.username, u.domain))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        UserAction::Passwd { aor, password } => {
+            let (u, d) = split(&aor)?;
+            store.set_password(&u, &d, &password).await?;
+            format!("password of {aor} changed")
+        }
+        UserAction::Del { aor } => {
+            let (u, d) = split(&aor)?;
+            store.delete_user(&u, &d).await?;
+            format!("deleted {aor}")
+        }
+    })
+}
+
+async fn domain_command(
+    store: std::sync::Arc<holdfast_store::SqliteStore>,
+    action: DomainAction,
+) -> anyhow::Result<String> {
+    use holdfast_store::Directory;
+    Ok(match action {
+        DomainAction::Add { name } => format!("added {}", store.add_domain(&name).await?.name),
+        DomainAction::List => store
+            .list_domains()
+            .await?
+            .iter()
+            .map(|d| d.name.clone())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        DomainAction::Del { name, cascade } => {
+            store.delete_domain(&name, cascade).await?;
+            format!("deleted {name}")
+        }
+    })
 }

@@ -39,7 +39,7 @@ pub fn harden_process(config: &Config) -> anyhow::Result<u64> {
     Ok(getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX))
 }
 
-pub async fn run(mut config: Config) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, data_dir: std::path::PathBuf) -> anyhow::Result<()> {
     let files = harden_process(&config)?;
     // Leave room under the open-file cap for listeners, the log and the store.
     let room = usize::try_from(files.saturating_sub(256)).unwrap_or(usize::MAX);
@@ -63,6 +63,19 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         None
     };
     let shared = Arc::new(Shared::new(config.clone(), core_tx, shutdown_rx));
+    // Every binding is back in memory before the first listener opens.
+    let store = Arc::new(
+        holdfast_store::SqliteStore::open(&data_dir)
+            .with_context(|| format!("opening the data directory {}", data_dir.display()))?,
+    );
+    let (reply_tx, reply_rx) = mpsc::channel(65_536);
+    let registrar = crate::registrar::Registrar::start(&shared, store.clone(), reply_tx).await?;
+    let core = tokio::spawn(crate::core::run(
+        shared.clone(),
+        core_rx,
+        registrar,
+        reply_rx,
+    ));
     let mut tasks = Vec::new();
     for l in config.listeners() {
         match l.transport {
@@ -94,13 +107,12 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             }
         }
     }
-    let core = tokio::spawn(crate::core::run(shared.clone(), core_rx));
     if !config.admin.listen.is_empty() {
         let listener = TcpListener::bind(&config.admin.listen)
             .await
             .with_context(|| format!("binding admin listener {}", config.admin.listen))?;
         tracing::info!(local = %listener.local_addr()?, "admin listening");
-        let app = crate::admin::router(shared.clone());
+        let app = crate::admin::router(shared.clone(), store.clone());
         let mut stop = shared.shutdown.clone();
         tasks.push(tokio::spawn(async move {
             let _ = axum::serve(listener, app)

@@ -204,6 +204,36 @@ impl SqliteStore {
     }
 
     /// Queues `work` for the writer thread and waits until its batch is committed.
+    /// Queues `ops` on the writer now, in call order, and returns a future that
+    /// resolves once they are durable. A caller that must keep successive changes in
+    /// order (the location actor) queues them one after another without waiting for
+    /// each commit, so they still share group commits. A full queue is
+    /// [`BackendKind::Busy`](crate::BackendKind::Busy).
+    pub fn queue_apply(
+        &self,
+        ops: Vec<BindingOp>,
+    ) -> Result<
+        impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static,
+        StoreError,
+    > {
+        ops.iter().try_for_each(validate_op)?;
+        let sender = self.writer.as_ref().ok_or_else(StoreError::closed)?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .try_send(Box::new(Job::new(
+                move |conn: &Connection| location::apply(conn, &ops),
+                reply,
+            )))
+            .map_err(|e| match e {
+                tokio::sync::mpsc::error::TrySendError::Full(_) => StoreError::Backend {
+                    kind: crate::error::BackendKind::Busy,
+                    message: "the writer queue is full".into(),
+                },
+                tokio::sync::mpsc::error::TrySendError::Closed(_) => StoreError::closed(),
+            })?;
+        Ok(async move { answer.await.map_err(|_| StoreError::closed())? })
+    }
+
     async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,

@@ -52,6 +52,16 @@ pub fn offence(shared: &Shared, ip: IpAddr, reason: &'static str) {
     }
 }
 
+/// Bans `ip` at once (abuse that needs no threshold, or one counted elsewhere).
+pub fn ban(shared: &Shared, ip: IpAddr, reason: &'static str) {
+    if shared.guard.ban(ip, reason, Instant::now()) == Offence::NewBan {
+        shared.metrics.bans_total.fetch_add(1, Ordering::Relaxed);
+        if shared.logs.allow("ban") {
+            tracing::warn!(%ip, reason, "source banned");
+        }
+    }
+}
+
 /// Handles a message that did not parse: count it, count an offence, and answer it
 /// when it is a request whose Via can be read.
 pub fn parse_failed(shared: &Shared, peer: &Peer, raw: &[u8], error: &ParseError) {

@@ -1,0 +1,455 @@
+//! The registrar in the shell: digest authentication against the directory, the
+//! location actor that owns the in-memory bindings, and durable commits before any
+//! 200 is sent.
+//!
+//! A REGISTER travels: core task (server transaction) → an auth task (credentials from
+//! a short-lived cache or the store; nonce check) → the location actor (RFC 3261 §10.3
+//! decisions on the AoR's current bindings, applied in memory in arrival order) → the
+//! store's group commit → the 200 back to the core task, which answers through the
+//! transaction. Nothing is answered 200 before its binding is on disk.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use holdfast_core::digest::{DigestAuth, DigestConfig, Ha1, Verdict};
+use holdfast_core::registrar::{
+    aor_of, process_register, Binding, Flow, Location, RegisterOutcome, RegistrarConfig,
+};
+use holdfast_core::{TransactionKey, Transport};
+use holdfast_sip::auth::{Algorithm, Credentials};
+use holdfast_sip::{HeaderName, Message};
+use holdfast_store::{BindingOp, Directory, Location as LocationStore, SqliteStore};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::shared::{Peer, Shared};
+
+/// A response for the core task to send through the transaction `key`.
+#[derive(Debug)]
+pub struct Reply {
+    pub key: TransactionKey,
+    pub response: Message,
+}
+
+struct Job {
+    key: TransactionKey,
+    request: Message,
+    aor: String,
+    flow: Flow,
+}
+
+const CREDENTIAL_TTL: Duration = Duration::from_secs(5);
+
+/// (username, domain) → when looked up, and the HA1 values (None: no such user).
+type CredentialCache = HashMap<(String, String), (Instant, Option<Ha1>)>;
+
+pub struct Registrar {
+    store: Arc<SqliteStore>,
+    auth: Mutex<DigestAuth>,
+    cache: Mutex<CredentialCache>,
+    user_failures: Mutex<HashMap<String, (u32, Instant)>>,
+    jobs: mpsc::Sender<Job>,
+    replies: mpsc::Sender<Reply>,
+    failures_per_user: u32,
+    window: Duration,
+}
+
+impl std::fmt::Debug for Registrar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registrar").finish_non_exhaustive()
+    }
+}
+
+/// Wall-clock Unix seconds: the shell is where the wall clock is read.
+#[allow(clippy::disallowed_methods)]
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn secret(configured: Option<&str>) -> Vec<u8> {
+    match configured {
+        Some(s) => s.as_bytes().to_vec(),
+        None => {
+            let mut key = vec![0u8; 32];
+            if getrandom::fill(&mut key).is_err() {
+                // No OS randomness: fall back to the process's hash keys.
+                key = crate::core::new_tag().into_bytes();
+            }
+            key
+        }
+    }
+}
+
+fn transport_name(t: Transport) -> &'static str {
+    t.as_str()
+}
+
+fn transport_from(name: &str) -> Transport {
+    match name {
+        "TCP" => Transport::Tcp,
+        "TLS" => Transport::Tls,
+        "WS" => Transport::Ws,
+        "WSS" => Transport::Wss,
+        _ => Transport::Udp,
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The store's form of a binding.
+pub fn to_store(b: &Binding, node: &str, now: u64) -> holdfast_store::Binding {
+    holdfast_store::Binding {
+        aor: b.aor.clone(),
+        contact: text(&b.contact),
+        instance: b.instance.as_deref().map(text),
+        reg_id: b.reg_id,
+        q: b.q.unwrap_or(1000),
+        expires_at: i64::try_from(b.expires_at).unwrap_or(i64::MAX),
+        call_id: text(&b.call_id),
+        cseq: b.cseq,
+        path: b.path.iter().map(|p| text(p)).collect(),
+        transport: transport_name(b.flow.transport).into(),
+        source: b.flow.remote.to_string(),
+        local: b.flow.local.map(|l| l.to_string()).unwrap_or_default(),
+        connection: b.flow.connection,
+        user_agent: b.user_agent.as_deref().map(text),
+        node: node.into(),
+        updated_at: i64::try_from(now).unwrap_or(i64::MAX),
+    }
+}
+
+fn from_store(b: holdfast_store::Binding) -> Option<Binding> {
+    Some(Binding {
+        aor: b.aor,
+        contact: b.contact.into(),
+        instance: b.instance.map(Into::into),
+        reg_id: b.reg_id,
+        q: Some(b.q),
+        expires_at: u64::try_from(b.expires_at).ok()?,
+        call_id: b.call_id.into(),
+        cseq: b.cseq,
+        path: b.path.into_iter().map(Into::into).collect(),
+        flow: Flow {
+            transport: transport_from(&b.transport),
+            remote: b.source.parse::<SocketAddr>().ok()?,
+            local: b.local.parse().ok(),
+            // Connections do not survive a restart; the device re-registers over a new one.
+            connection: None,
+        },
+        user_agent: b.user_agent.map(Into::into),
+    })
+}
+
+impl Registrar {
+    /// Loads every unexpired binding from the store, then starts the location actor.
+    /// Returns once the bindings are in memory: the core takes no traffic before.
+    pub async fn start(
+        shared: &Arc<Shared>,
+        store: Arc<SqliteStore>,
+        replies: mpsc::Sender<Reply>,
+    ) -> anyhow::Result<Arc<Registrar>> {
+        let cfg = &shared.config.registrar;
+        let now = unix_now();
+        let mut location = Location::new();
+        let mut by_aor: HashMap<String, Vec<Binding>> = HashMap::new();
+        let loaded = store
+            .load_unexpired(i64::try_from(now).unwrap_or(i64::MAX))
+            .await?;
+        let count = loaded.len();
+        for b in loaded.into_iter().filter_map(from_store) {
+            by_aor.entry(b.aor.clone()).or_default().push(b);
+        }
+        for (aor, list) in by_aor {
+            location.replace(&aor, list);
+        }
+        tracing::info!(bindings = count, "location service loaded");
+        let (jobs, jobs_rx) = mpsc::channel(65_536);
+        let registrar = Arc::new(Registrar {
+            store: store.clone(),
+            auth: Mutex::new(DigestAuth::new(DigestConfig {
+                secret: secret(cfg.nonce_secret.as_deref()),
+                nonce_lifetime: cfg.nonce_lifetime_secs,
+                max_tracked_nonces: 1_000_000,
+                algorithms: cfg
+                    .digest_algorithms
+                    .iter()
+                    .map(|a| Algorithm::from_bytes(a.as_bytes()))
+                    .collect(),
+            })),
+            cache: Mutex::new(HashMap::new()),
+            user_failures: Mutex::new(HashMap::new()),
+            jobs,
+            replies: replies.clone(),
+            failures_per_user: cfg.auth_failures_per_user,
+            window: Duration::from_secs(shared.config.bans.window_secs),
+        });
+        let core_cfg = RegistrarConfig {
+            min_expires: cfg.min_expires,
+            max_expires: cfg.max_expires,
+            default_expires: cfg.default_expires,
+            max_contacts: cfg.max_contacts,
+            flow_timer: cfg.flow_timer,
+        };
+        tokio::spawn(location_actor(
+            shared.clone(),
+            store,
+            location,
+            core_cfg,
+            jobs_rx,
+            replies,
+        ));
+        Ok(registrar)
+    }
+
+    /// Handles a REGISTER that opened server transaction `key`.
+    pub fn handle(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        key: TransactionKey,
+        request: Message,
+        peer: Peer,
+    ) {
+        let this = self.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Some(response) = this
+                .authenticate_and_queue(&shared, &key, request, peer)
+                .await
+            {
+                let _ = this.replies.send(Reply { key, response }).await;
+            }
+        });
+    }
+
+    /// Returns a response to send now, or `None` when the job went to the location actor.
+    async fn authenticate_and_queue(
+        &self,
+        shared: &Arc<Shared>,
+        key: &TransactionKey,
+        request: Message,
+        peer: Peer,
+    ) -> Option<Message> {
+        // §10.3 step 5 (RFC 4475 §3.3.4): the AoR must be a SIP or SIPS URI.
+        let Some(aor) = aor_of(&request) else {
+            return Some(request.response(400, "Invalid To URI", Some(&crate::core::new_tag())));
+        };
+        let domain = aor
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_default();
+        let now = unix_now();
+        let creds = request
+            .credentials(HeaderName::Authorization)
+            .find_map(|c| match c {
+                Credentials::Digest(d) if d.realm.as_deref() == Some(domain.as_bytes()) => {
+                    Some(d.clone())
+                }
+                _ => None,
+            });
+        let Some(creds) = creds else {
+            return Some(self.challenge(&request, &domain, false, now));
+        };
+        // Some clients send `user@` or `user@domain` as the digest username.
+        let username = creds
+            .username
+            .as_deref()
+            .map(text)
+            .map(|u| {
+                u.split_once('@')
+                    .map_or(u.clone(), |(user, _)| user.to_string())
+            })
+            .unwrap_or_default();
+        let stored = self.credentials(&username, &domain).await;
+        let verdict = self.auth.lock().unwrap_or_else(|e| e.into_inner()).verify(
+            &creds,
+            b"REGISTER",
+            domain.as_bytes(),
+            stored.as_ref(),
+            now,
+        );
+        let user_matches = aor.rsplit_once('@').is_some_and(|(u, _)| u == username);
+        match verdict {
+            Verdict::Stale => Some(self.challenge(&request, &domain, true, now)),
+            Verdict::Authenticated if user_matches => {
+                let flow = Flow {
+                    transport: crate::core::to_core(&peer).transport,
+                    remote: peer.remote,
+                    local: Some(peer.local),
+                    connection: peer.conn,
+                };
+                let job = Job {
+                    key: key.clone(),
+                    request,
+                    aor,
+                    flow,
+                };
+                match self.jobs.try_send(job) {
+                    Ok(()) => None,
+                    Err(
+                        mpsc::error::TrySendError::Full(job)
+                        | mpsc::error::TrySendError::Closed(job),
+                    ) => {
+                        shared
+                            .metrics
+                            .overloaded
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Some(job.request.response(
+                            503,
+                            "Service Unavailable",
+                            Some(&crate::core::new_tag()),
+                        ))
+                    }
+                }
+            }
+            // Wrong password, unknown user, unknown domain, replayed or forged nonce,
+            // or a user registering someone else's AoR: one answer for all.
+            _ => {
+                self.failed(shared, &peer, &username, &domain);
+                Some(request.response(403, "Forbidden", Some(&crate::core::new_tag())))
+            }
+        }
+    }
+
+    fn challenge(&self, request: &Message, realm: &str, stale: bool, now: u64) -> Message {
+        let challenges = self
+            .auth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .challenges(realm.as_bytes(), stale, now);
+        let mut resp = request.response(401, "Unauthorized", Some(&crate::core::new_tag()));
+        for c in challenges {
+            crate::core::add_header(&mut resp, "WWW-Authenticate", &c);
+        }
+        resp
+    }
+
+    fn failed(&self, shared: &Arc<Shared>, peer: &Peer, username: &str, domain: &str) {
+        crate::transport::offence(shared, peer.remote.ip(), "auth_failure");
+        let now = Instant::now();
+        let mut failures = self.user_failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() > 100_000 {
+            let window = self.window;
+            failures.retain(|_, (_, t)| now.saturating_duration_since(*t) < window);
+        }
+        let entry = failures
+            .entry(format!("{username}@{domain}"))
+            .or_insert((0, now));
+        if now.saturating_duration_since(entry.1) > self.window {
+            *entry = (0, now);
+        }
+        entry.0 = entry.0.saturating_add(1);
+        if entry.0 >= self.failures_per_user {
+            // Past the per-user threshold every further failing source is banned.
+            crate::transport::ban(shared, peer.remote.ip(), "auth_failures_per_user");
+        }
+    }
+
+    /// A user's HA1 values: from a short-lived cache, else from the store. Misses are
+    /// cached too, so an unknown user costs the store no more than a known one.
+    async fn credentials(&self, username: &str, domain: &str) -> Option<Ha1> {
+        let key = (username.to_string(), domain.to_string());
+        let now = Instant::now();
+        if let Some((at, v)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            if now.saturating_duration_since(*at) < CREDENTIAL_TTL {
+                return v.clone();
+            }
+        }
+        let found = match self.store.credentials(username, domain).await {
+            Ok(Some(u)) => Some(Ha1 {
+                md5: u.ha1_md5.clone(),
+                sha256: u.ha1_sha256.clone(),
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "directory lookup failed");
+                return None;
+            }
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 200_000 {
+            cache.clear();
+        }
+        cache.insert(key, (now, found.clone()));
+        found
+    }
+}
+
+async fn location_actor(
+    shared: Arc<Shared>,
+    store: Arc<SqliteStore>,
+    mut location: Location,
+    config: RegistrarConfig,
+    mut jobs: mpsc::Receiver<Job>,
+    replies: mpsc::Sender<Reply>,
+) {
+    let node = shared.config.registrar.node_name.clone();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_purge = Instant::now();
+    loop {
+        tokio::select! {
+            job = jobs.recv() => {
+                let Some(job) = job else { return };
+                let now = unix_now();
+                let current = location.lookup(&job.aor).to_vec();
+                match process_register(&config, &current, &job.request, &job.aor, &job.flow, now) {
+                    RegisterOutcome::Reject(response) => {
+                        let _ = replies.send(Reply { key: job.key, response }).await;
+                    }
+                    RegisterOutcome::Update { aor, bindings, response } => {
+                        let mut ops = Vec::with_capacity(bindings.len().saturating_add(1));
+                        ops.push(BindingOp::RemoveAll { aor: aor.clone() });
+                        ops.extend(bindings.iter().map(|b| BindingOp::Upsert(to_store(b, &node, now))));
+                        location.replace(&aor, bindings);
+                        // Durable before answered. The change is queued on the writer
+                        // now, in arrival order, and its commit awaited off the actor so
+                        // that concurrent REGISTERs share one group commit.
+                        let commit = store.queue_apply(ops);
+                        let replies = replies.clone();
+                        let (key, request) = (job.key, job.request);
+                        tokio::spawn(async move {
+                            let result = match commit {
+                                Ok(done) => done.await,
+                                Err(e) => Err(e),
+                            };
+                            let response = match result {
+                                Ok(()) => response,
+                                Err(e) => {
+                                    tracing::error!(error = %e, "binding not stored; answering 500");
+                                    let mut r = request.response(500, "Server Internal Error", Some(&crate::core::new_tag()));
+                                    crate::core::add_header(&mut r, "Retry-After", b"5");
+                                    r
+                                }
+                            };
+                            let _ = replies.send(Reply { key, response }).await;
+                        });
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now = unix_now();
+                let gone = location.expire(now);
+                if !gone.is_empty() {
+                    tracing::debug!(expired = gone.len(), "bindings expired");
+                }
+                if last_purge.elapsed() > Duration::from_secs(60) {
+                    last_purge = Instant::now();
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        let _ = store.purge_expired(i64::try_from(now).unwrap_or(i64::MAX)).await;
+                    });
+                }
+            }
+        }
+    }
+}
