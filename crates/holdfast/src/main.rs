@@ -44,6 +44,11 @@ enum Command {
         /// Where the core keeps its data.
         #[arg(long, default_value = "holdfast-data")]
         data_dir: PathBuf,
+        /// Make sure this user exists before starting, as `user@domain:password`
+        /// (its domain is added when missing; an existing user gets this password).
+        /// Repeatable.
+        #[arg(long = "user", value_name = "USER@DOMAIN:PASSWORD")]
+        users: Vec<String>,
     },
     /// Check a configuration file and print every problem found.
     CheckConfig { file: PathBuf },
@@ -143,7 +148,11 @@ fn main() -> ExitCode {
                 Ok(serde_json::to_string_pretty(&rows)?)
             })
         }),
-        Command::Run { config, data_dir } => {
+        Command::Run {
+            config,
+            data_dir,
+            users,
+        } => {
             let config = match load(config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -165,7 +174,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(server::run(config, data_dir)) {
+            match runtime.block_on(server::run(config, data_dir, users)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "holdfast stopped");

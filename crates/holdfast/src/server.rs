@@ -39,7 +39,29 @@ pub fn harden_process(config: &Config) -> anyhow::Result<u64> {
     Ok(getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX))
 }
 
-pub async fn run(mut config: Config, data_dir: std::path::PathBuf) -> anyhow::Result<()> {
+/// Adds each `user@domain:password` (and its domain) when missing, or resets its
+/// password: what a first start needs so that a phone can register at once.
+async fn ensure_users(store: &holdfast_store::SqliteStore, users: &[String]) -> anyhow::Result<()> {
+    use holdfast_store::{Directory, StoreError};
+    for spec in users {
+        let (aor, password) = spec
+            .split_once(':')
+            .context("--user takes user@domain:password")?;
+        let (user, domain) = crate::admin::split_aor(aor).context("--user takes user@domain:password")?;
+        match store.add_domain(domain).await {
+            Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match store.add_user(user, domain, password).await {
+            Ok(_) => tracing::info!(aor, "user added"),
+            Err(StoreError::AlreadyExists { .. }) => store.set_password(user, domain, password).await?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(mut config: Config, data_dir: std::path::PathBuf, users: Vec<String>) -> anyhow::Result<()> {
     let files = harden_process(&config)?;
     // Leave room under the open-file cap for listeners, the log and the store.
     let room = usize::try_from(files.saturating_sub(256)).unwrap_or(usize::MAX);
@@ -68,6 +90,7 @@ pub async fn run(mut config: Config, data_dir: std::path::PathBuf) -> anyhow::Re
         holdfast_store::SqliteStore::open(&data_dir)
             .with_context(|| format!("opening the data directory {}", data_dir.display()))?,
     );
+    ensure_users(&store, &users).await?;
     let (reply_tx, reply_rx) = mpsc::channel(65_536);
     let registrar = crate::registrar::Registrar::start(&shared, store.clone(), reply_tx).await?;
     let core = tokio::spawn(crate::core::run(
