@@ -22,12 +22,14 @@ pub struct SalvagedResponse {
 }
 
 /// Builds `SIP/2.0 <status> <reason>` for the request in `raw`, copying its Via, From,
-/// To, Call-ID and CSeq lines as they are. `None` when `raw` is not a request or has no
-/// readable top Via. The work is bounded by `limits` like the parser's.
+/// To, Call-ID and CSeq lines as they are, and adding `to_tag` to a To line that has
+/// no tag (RFC 3261 §8.2.6.2). `None` when `raw` is not a request or has no readable
+/// top Via. The work is bounded by `limits` like the parser's.
 pub fn response_to_unparsable(
     raw: &[u8],
     status: u16,
     reason: &str,
+    to_tag: &str,
     limits: &Limits,
 ) -> Option<SalvagedResponse> {
     let raw = raw.get(..raw.len().min(limits.max_message_size))?;
@@ -75,6 +77,10 @@ pub fn response_to_unparsable(
             top_via.as_ref()?;
         }
         out.extend_from_slice(line);
+        if HeaderName::from_bytes(name) == HeaderName::To && !has_tag(line) {
+            out.extend_from_slice(b";tag=");
+            out.extend_from_slice(to_tag.as_bytes());
+        }
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
@@ -84,6 +90,29 @@ pub fn response_to_unparsable(
     })
 }
 
+/// True when a raw To line carries a tag parameter (outside any quoted display name).
+fn has_tag(line: &[u8]) -> bool {
+    let mut quoted = false;
+    let mut angle = false;
+    let lower: Vec<u8> = line.iter().map(u8::to_ascii_lowercase).collect();
+    for (i, &b) in lower.iter().enumerate() {
+        match b {
+            b'"' => quoted = !quoted,
+            b'<' if !quoted => angle = true,
+            b'>' if !quoted => angle = false,
+            b';' if !quoted && !angle => {
+                let rest = lower.get(i.saturating_add(1)..).unwrap_or_default();
+                let rest = crate::grammar::trim_lws(rest);
+                if rest.starts_with(b"tag") {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,10 +120,12 @@ mod tests {
     #[test]
     fn copies_the_raw_lines() {
         let raw = b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bKx\r\nCSeq: 99999999999999 INVITE\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c1\r\nX: y\r\n\r\n";
-        let r = response_to_unparsable(raw, 400, "Bad CSeq", &Limits::default()).unwrap();
+        let r = response_to_unparsable(raw, 400, "Bad CSeq", "t1", &Limits::default()).unwrap();
         let text = String::from_utf8(r.bytes.to_vec()).unwrap();
         assert!(text.starts_with("SIP/2.0 400 Bad CSeq\r\nVia: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bKx\r\nCSeq: 99999999999999 INVITE\r\n"));
         assert!(!text.contains("X: y"));
+        assert!(text.contains("To: <sip:a@b>;tag=t1\r\n"));
+        assert!(text.contains("From: <sip:x@y>;tag=1\r\n"));
         assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
         assert_eq!(r.top_via.port, Some(5070));
     }
@@ -105,6 +136,7 @@ mod tests {
             b"INVITE sip:a@b SIP/2.0\r\nCSeq: 1 INVITE\r\n\r\n",
             400,
             "x",
+            "t",
             &Limits::default()
         )
         .is_none());
@@ -112,6 +144,7 @@ mod tests {
             b"INVITE sip:a@b SIP/2.0\r\nVia: garbage\r\n\r\n",
             400,
             "x",
+            "t",
             &Limits::default()
         )
         .is_none());
@@ -119,6 +152,7 @@ mod tests {
             b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\n\r\n",
             400,
             "x",
+            "t",
             &Limits::default()
         )
         .is_none());

@@ -309,6 +309,39 @@ pub fn parse_listen(spec: &str) -> Result<Listen, String> {
     Ok(Listen { transport, addr })
 }
 
+/// Deserializes one section. An unknown key is reported and removed, and the rest of
+/// the section is read again, so one bad key never hides the section's other
+/// problems; any other error is reported and the section keeps its defaults.
+fn parse_section<T: serde::de::DeserializeOwned>(
+    key: &str,
+    value: toml::Value,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    let mut value = value;
+    for _ in 0..64 {
+        match value.clone().try_into::<T>() {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                let message = e.to_string();
+                let message = message.trim();
+                problems.push(format!("[{key}]: {message}"));
+                let unknown = message
+                    .split_once("unknown field `")
+                    .and_then(|(_, rest)| rest.split_once('`'))
+                    .map(|(name, _)| name.to_string());
+                let removed = match (unknown, value.as_table_mut()) {
+                    (Some(name), Some(table)) => table.remove(&name).is_some(),
+                    _ => false,
+                };
+                if !removed {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
 impl Config {
     /// Reads and checks a file, collecting every problem.
     pub fn load(path: &Path) -> Result<Config, Vec<String>> {
@@ -329,9 +362,9 @@ impl Config {
             let value = value.clone();
             macro_rules! section {
                 ($field:ident) => {
-                    match value.try_into() {
-                        Ok(v) => config.$field = v,
-                        Err(e) => problems.push(format!("[{key}]: {}", e.to_string().trim())),
+                    match parse_section(&key, value, &mut problems) {
+                        Some(v) => config.$field = v,
+                        None => {}
                     }
                 };
             }

@@ -120,6 +120,42 @@ fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
     })
 }
 
+/// Replaces the default panic output (a line, or a whole backtrace, on stderr per
+/// panic) with one rate-limited log line: a peer that can trigger a caught panic must
+/// not be able to grow stderr or the log.
+fn install_panic_hook() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    std::panic::set_hook(Box::new(|info| {
+        let now = registrar::unix_now();
+        let last = LAST.load(Ordering::Relaxed);
+        if now >= last.saturating_add(10)
+            && LAST
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            tracing::error!(%location, suppressed, "panic: {}", panic_message(info));
+        } else {
+            SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        }
+    }));
+}
+
+fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {
+    let payload = info.payload();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -157,6 +193,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            install_panic_hook();
             if let Err(e) = log::init(&config.log) {
                 #[allow(clippy::print_stderr)] // logging is not up yet
                 {

@@ -47,21 +47,28 @@ async fn ensure_users(store: &holdfast_store::SqliteStore, users: &[String]) -> 
         let (aor, password) = spec
             .split_once(':')
             .context("--user takes user@domain:password")?;
-        let (user, domain) = crate::admin::split_aor(aor).context("--user takes user@domain:password")?;
+        let (user, domain) =
+            crate::admin::split_aor(aor).context("--user takes user@domain:password")?;
         match store.add_domain(domain).await {
             Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
         match store.add_user(user, domain, password).await {
             Ok(_) => tracing::info!(aor, "user added"),
-            Err(StoreError::AlreadyExists { .. }) => store.set_password(user, domain, password).await?,
+            Err(StoreError::AlreadyExists { .. }) => {
+                store.set_password(user, domain, password).await?
+            }
             Err(e) => return Err(e.into()),
         }
     }
     Ok(())
 }
 
-pub async fn run(mut config: Config, data_dir: std::path::PathBuf, users: Vec<String>) -> anyhow::Result<()> {
+pub async fn run(
+    mut config: Config,
+    data_dir: std::path::PathBuf,
+    users: Vec<String>,
+) -> anyhow::Result<()> {
     let files = harden_process(&config)?;
     // Leave room under the open-file cap for listeners, the log and the store.
     let room = usize::try_from(files.saturating_sub(256)).unwrap_or(usize::MAX);

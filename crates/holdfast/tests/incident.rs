@@ -1197,7 +1197,6 @@ fn tail(s: &str, n: usize) -> &str {
 /// second keeps its connection for `idle_timeout_ms` (10 minutes by default), where
 /// the same peer on TCP or TLS is cut after `message_read_timeout_ms`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "transport/ws.rs: no message_read_timeout after the first message"]
 async fn websocket_slow_frame_is_cut_by_the_read_timeout() {
     bounded(Duration::from_secs(60), async {
         let core = CoreBuilder::new("ws-slow")

@@ -74,7 +74,13 @@ pub fn parse_failed(shared: &Shared, peer: &Peer, raw: &[u8], error: &ParseError
         tracing::info!(remote = %peer.remote, transport = peer.transport.as_str(), %error, "unparsable message");
     }
     if let Answer::Respond { status, reason, .. } = error.answer(true) {
-        if let Some(r) = holdfast_sip::response_to_unparsable(raw, status, &reason, &shared.wire) {
+        if let Some(r) = holdfast_sip::response_to_unparsable(
+            raw,
+            status,
+            &reason,
+            &crate::core::new_tag(),
+            &shared.wire,
+        ) {
             shared.send(peer, r.bytes);
         }
     }

@@ -299,11 +299,20 @@ fn handle_item(shared: &Arc<Shared>, peer: &Peer, item: Result<Framed, FramingEr
             super::parse_failed(shared, peer, &raw, &error);
             !shared.guard.is_banned(peer.remote.ip(), Instant::now())
         }
-        Ok(Framed::Ping) => {
-            // RFC 5626 §4.4.1: answer a CRLF CRLF ping with a CRLF pong.
-            shared.send(peer, Bytes::from_static(b"\r\n"));
-            true
-        }
+        Ok(Framed::Ping) => match shared.guard.admit_message(peer.remote.ip(), Instant::now()) {
+            // RFC 5626 §4.4.1: answer a CRLF CRLF ping with a CRLF pong. Pings count
+            // against the source's message rate like any message.
+            Admission::Allow => {
+                shared.send(peer, Bytes::from_static(b"\r\n"));
+                true
+            }
+            Admission::RateLimited => {
+                shared.metrics.ingress_limit(IngressLimit::MessageRate);
+                super::offence(shared, peer.remote.ip(), "message_rate");
+                true
+            }
+            Admission::Banned => false,
+        },
         Err(e) => {
             shared
                 .metrics

@@ -1,13 +1,16 @@
 //! SIP over WebSocket (RFC 7118): the `sip` subprotocol, one SIP message per
 //! WebSocket message, with the same guard and limits as the other transports.
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use holdfast_sip::parse_datagram;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{timeout_at, Instant};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
@@ -19,6 +22,48 @@ use crate::guard::Admission;
 use crate::metrics::IngressLimit;
 use crate::shared::{Peer, Shared};
 use crate::transport::stream::ConnPermit;
+
+/// The underlying byte stream, noting when bytes of a message not yet complete first
+/// arrived, so that a frame trickled in slowly is cut by the read timeout as on TCP.
+struct TimedIo<S> {
+    inner: S,
+    epoch: Instant,
+    /// Milliseconds after `epoch` (plus one) when unfinished bytes first arrived; 0
+    /// when nothing is pending.
+    pending: Arc<AtomicU64>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before && self.pending.load(Ordering::Relaxed) == 0 {
+            let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.pending.store(ms.saturating_add(1), Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 #[allow(clippy::result_large_err)] // the callback signature is tungstenite's
 fn negotiate(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
@@ -53,6 +98,13 @@ where
                 .saturating_mul(limits.write_queue)
                 .max(1 << 20),
         );
+    let pending = Arc::new(AtomicU64::new(0));
+    let opened = Instant::now();
+    let io = TimedIo {
+        inner: io,
+        epoch: opened,
+        pending: pending.clone(),
+    };
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(io, negotiate, Some(ws_config));
     let ws =
         match tokio::time::timeout(Config::ms(limits.tls_handshake_timeout_ms), handshake).await {
@@ -84,26 +136,39 @@ where
         ..peer
     };
     let mut shutdown = shared.shutdown.clone();
-    let opened = Instant::now();
+    // The handshake's own bytes are not a message.
+    pending.store(0, Ordering::Relaxed);
     let mut heard = false;
+    let mut last_activity = Instant::now();
     loop {
-        let deadline = if heard {
-            Instant::now() + Config::ms(limits.idle_timeout_ms)
+        let started = pending.load(Ordering::Relaxed);
+        let (deadline, expiry) = if started != 0 {
+            (
+                opened
+                    + Duration::from_millis(started.saturating_sub(1))
+                    + Config::ms(limits.message_read_timeout_ms),
+                Some(IngressLimit::ReadTimeout),
+            )
+        } else if heard {
+            (last_activity + Config::ms(limits.idle_timeout_ms), None)
         } else {
-            opened + Config::ms(limits.first_message_timeout_ms)
+            (
+                opened + Config::ms(limits.first_message_timeout_ms),
+                Some(IngressLimit::FirstMessageTimeout),
+            )
         };
         let next = tokio::select! {
             r = timeout_at(deadline, stream.next()) => r,
+            // Re-evaluate the deadline once a message starts arriving.
+            _ = tokio::time::sleep(Duration::from_millis(250)), if started == 0 => continue,
             _ = close.notified() => break,
             _ = shutdown.changed() => break,
         };
         let data = match next {
             Err(_) => {
-                if !heard {
-                    shared
-                        .metrics
-                        .ingress_limit(IngressLimit::FirstMessageTimeout);
-                    super::offence(&shared, peer.remote.ip(), "first_message_timeout");
+                if let Some(limit) = expiry {
+                    shared.metrics.ingress_limit(limit);
+                    super::offence(&shared, peer.remote.ip(), limit.as_str());
                 }
                 break;
             }
@@ -111,8 +176,14 @@ where
             Ok(Some(Ok(WsMessage::Text(t)))) => Bytes::from(t),
             Ok(Some(Ok(WsMessage::Binary(b)))) => b,
             Ok(Some(Ok(WsMessage::Close(_)))) => break,
-            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Ok(_))) => {
+                pending.store(0, Ordering::Relaxed);
+                last_activity = Instant::now();
+                continue;
+            }
         };
+        pending.store(0, Ordering::Relaxed);
+        last_activity = Instant::now();
         heard = true;
         if super::is_keepalive(&data) {
             continue;
