@@ -15,7 +15,8 @@ use bytes::Bytes;
 use holdfast_sip::{Answer, Message, ParseError};
 use tokio::time::Instant;
 
-use crate::guard::Offence;
+use crate::guard::{Admission, Offence};
+use crate::metrics::IngressLimit;
 use crate::shared::{Inbound, Peer, Shared};
 
 /// Runs `f` under a panic guard. A panic is counted and logged (rate-limited); the
@@ -40,6 +41,27 @@ pub fn fault_injection(shared: &Shared, msg: &Message) {
             panic!("fault injection: {marker} header");
         }
     }
+}
+
+/// Admits one message (or keepalive) from `peer` against its source's ban and
+/// message rate, counting what is refused. A flood over the rate is an offence.
+pub fn admit(shared: &Shared, peer: &Peer) -> Admission {
+    let ip = peer.remote.ip();
+    let admission = shared.guard.admit_message(ip, Instant::now());
+    match admission {
+        Admission::Allow => {}
+        Admission::Banned => {
+            shared
+                .metrics
+                .dropped_banned
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Admission::RateLimited => {
+            shared.metrics.ingress_limit(IngressLimit::MessageRate);
+            offence(shared, ip, "message_rate");
+        }
+    }
+    admission
 }
 
 /// Records an offence by `ip`, logging a new ban once.

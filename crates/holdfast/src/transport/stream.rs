@@ -280,37 +280,27 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// Handles one framed item; false when the connection must close.
 fn handle_item(shared: &Arc<Shared>, peer: &Peer, item: Result<Framed, FramingError>) -> bool {
     match item {
-        Ok(Framed::Message(msg)) => {
-            match shared.guard.admit_message(peer.remote.ip(), Instant::now()) {
-                Admission::Allow => {
-                    super::fault_injection(shared, &msg);
-                    super::deliver(shared, *peer, msg);
-                    true
-                }
-                Admission::RateLimited => {
-                    shared.metrics.ingress_limit(IngressLimit::MessageRate);
-                    super::offence(shared, peer.remote.ip(), "message_rate");
-                    true
-                }
-                Admission::Banned => false,
+        Ok(Framed::Message(msg)) => match super::admit(shared, peer) {
+            Admission::Allow => {
+                super::fault_injection(shared, &msg);
+                super::deliver(shared, *peer, msg);
+                true
             }
-        }
+            Admission::RateLimited => true,
+            Admission::Banned => false,
+        },
         Ok(Framed::Invalid { error, raw }) => {
             super::parse_failed(shared, peer, &raw, &error);
             !shared.guard.is_banned(peer.remote.ip(), Instant::now())
         }
-        Ok(Framed::Ping) => match shared.guard.admit_message(peer.remote.ip(), Instant::now()) {
-            // RFC 5626 §4.4.1: answer a CRLF CRLF ping with a CRLF pong. Pings count
-            // against the source's message rate like any message.
+        // RFC 5626 §4.4.1: answer a CRLF CRLF ping with a CRLF pong. Pings count
+        // against the source's message rate like any message.
+        Ok(Framed::Ping) => match super::admit(shared, peer) {
             Admission::Allow => {
                 shared.send(peer, Bytes::from_static(b"\r\n"));
                 true
             }
-            Admission::RateLimited => {
-                shared.metrics.ingress_limit(IngressLimit::MessageRate);
-                super::offence(shared, peer.remote.ip(), "message_rate");
-                true
-            }
+            Admission::RateLimited => true,
             Admission::Banned => false,
         },
         Err(e) => {

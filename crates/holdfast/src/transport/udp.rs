@@ -1,18 +1,15 @@
 //! UDP: one task per socket; each datagram is one message (RFC 3261 §18.3).
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use holdfast_sip::parse_datagram;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
-use tokio::time::Instant;
 
 use crate::config::ListenTransport;
 use crate::guard::Admission;
-use crate::metrics::IngressLimit;
 use crate::shared::{Peer, Shared};
 
 /// Binds a UDP socket with a receive buffer large enough for bursts.
@@ -50,20 +47,8 @@ pub async fn serve(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
             local,
             conn: None,
         };
-        match shared.guard.admit_message(remote.ip(), Instant::now()) {
-            Admission::Allow => {}
-            Admission::Banned => {
-                shared
-                    .metrics
-                    .dropped_banned
-                    .fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            Admission::RateLimited => {
-                shared.metrics.ingress_limit(IngressLimit::MessageRate);
-                super::offence(&shared, remote.ip(), "message_rate");
-                continue;
-            }
+        if super::admit(&shared, &peer) != Admission::Allow {
+            continue;
         }
         let data = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
         if super::is_keepalive(&data) {

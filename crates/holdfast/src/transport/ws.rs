@@ -188,13 +188,9 @@ where
         if super::is_keepalive(&data) {
             continue;
         }
-        match shared.guard.admit_message(peer.remote.ip(), Instant::now()) {
+        match super::admit(&shared, &peer) {
             Admission::Allow => {}
-            Admission::RateLimited => {
-                shared.metrics.ingress_limit(IngressLimit::MessageRate);
-                super::offence(&shared, peer.remote.ip(), "message_rate");
-                continue;
-            }
+            Admission::RateLimited => continue,
             Admission::Banned => break,
         }
         let ok = super::guarded(&shared, &peer, || {
