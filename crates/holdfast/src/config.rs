@@ -74,6 +74,11 @@ pub struct LimitsConfig {
     /// Messages per second one source IP may send (sustained), and the burst above it.
     pub messages_per_sec_per_ip: u32,
     pub message_burst_per_ip: u32,
+    /// Transactions alive at once; past it new requests get 503. Over UDP a
+    /// completed non-INVITE transaction lingers 64·T1 (32 s) to absorb
+    /// retransmissions, so this bounds the sustained UDP request rate to about
+    /// max_transactions / 32 per second.
+    pub max_transactions: usize,
 }
 
 impl Default for LimitsConfig {
@@ -95,6 +100,7 @@ impl Default for LimitsConfig {
             tls_handshake_timeout_ms: 5_000,
             messages_per_sec_per_ip: 500,
             message_burst_per_ip: 1_000,
+            max_transactions: 500_000,
         }
     }
 }
@@ -425,7 +431,7 @@ impl Config {
             }
         }
         let l = &self.limits;
-        let positive: [(&str, u64); 12] = [
+        let positive: [(&str, u64); 13] = [
             ("max_connections", l.max_connections as u64),
             ("max_connections_per_ip", l.max_connections_per_ip as u64),
             ("max_message_size", l.max_message_size as u64),
@@ -444,6 +450,7 @@ impl Config {
                 "messages_per_sec_per_ip",
                 u64::from(l.messages_per_sec_per_ip),
             ),
+            ("max_transactions", l.max_transactions as u64),
         ];
         for (name, v) in positive {
             if v == 0 {

@@ -47,7 +47,7 @@ pub async fn run(
             Duration::from_millis(timers.t2_ms),
             Duration::from_millis(timers.t4_ms),
         ),
-        ..TxConfig::default()
+        max_transactions: shared.config.limits.max_transactions,
     });
     let mut batch = Vec::with_capacity(64);
     loop {
@@ -109,6 +109,15 @@ fn receive(shared: &Shared, layer: &mut TransactionLayer, msg: Message, peer: Pe
                 .metrics
                 .responses_dropped
                 .fetch_add(1, Ordering::Relaxed);
+        }
+        return;
+    }
+    // OPTIONS addressed to the core is answered statelessly (RFC 3261 §8.2.7): a
+    // retransmission gets the same answer again, and keepalive and monitoring OPTIONS
+    // never fill the transaction table.
+    if msg.method() == Some(&Method::Options) {
+        if let Some(resp) = answer(&msg) {
+            shared.send(&peer, resp.to_bytes());
         }
         return;
     }

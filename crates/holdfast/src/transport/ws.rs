@@ -117,16 +117,22 @@ where
         };
     let (sink, mut stream) = ws.split();
     let sink = Arc::new(tokio::sync::Mutex::new(sink));
-    let (id, close, writer) = super::stream::outbound(&shared, move |bytes: Bytes| {
+    let (id, close, writer) = super::stream::outbound(&shared, move |batch: Vec<Bytes>| {
         let sink = sink.clone();
         Box::pin(async move {
-            let msg = match std::str::from_utf8(&bytes) {
-                Ok(text) => WsMessage::text(text),
-                Err(_) => WsMessage::binary(bytes),
-            };
             let mut s = sink.lock().await;
+            let send_all = async {
+                for bytes in batch {
+                    let msg = match std::str::from_utf8(&bytes) {
+                        Ok(text) => WsMessage::text(text),
+                        Err(_) => WsMessage::binary(bytes),
+                    };
+                    s.feed(msg).await?;
+                }
+                s.flush().await
+            };
             matches!(
-                tokio::time::timeout(Duration::from_secs(10), s.send(msg)).await,
+                tokio::time::timeout(Duration::from_secs(10), send_all).await,
                 Ok(Ok(()))
             )
         })
