@@ -96,7 +96,7 @@ impl Default for LimitsConfig {
             message_read_timeout_ms: 5_000,
             first_message_timeout_ms: 10_000,
             idle_timeout_ms: 600_000,
-            write_queue: 512,
+            write_queue: 2048,
             tls_handshake_timeout_ms: 5_000,
             messages_per_sec_per_ip: 500,
             message_burst_per_ip: 1_000,
