@@ -274,6 +274,9 @@ pub(crate) struct CoreBuilder {
     log_level: Option<String>,
     cert: Option<TestCert>,
     tag: String,
+    admin_token: Option<String>,
+    data_dir: Option<PathBuf>,
+    extra_args: Vec<String>,
 }
 
 impl CoreBuilder {
@@ -284,7 +287,30 @@ impl CoreBuilder {
             log_level: None,
             cert: None,
             tag: tag.to_string(),
+            admin_token: None,
+            data_dir: None,
+            extra_args: Vec::new(),
         }
+    }
+
+    /// Sets `[admin] token`, which the directory and registrations API require.
+    pub(crate) fn admin_token(mut self, token: &str) -> CoreBuilder {
+        self.admin_token = Some(token.to_string());
+        self
+    }
+
+    /// Runs on this data directory (kept by the caller, so that a second core can be
+    /// started on it) instead of a fresh one in the run directory.
+    pub(crate) fn data_dir(mut self, dir: &Path) -> CoreBuilder {
+        self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Makes sure a user exists at start: `holdfast run --user user@domain:password`.
+    pub(crate) fn user(mut self, spec: &str) -> CoreBuilder {
+        self.extra_args.push("--user".into());
+        self.extra_args.push(spec.to_string());
+        self
     }
 
     /// Adds a listener on `ip`; its port is chosen at start.
@@ -374,6 +400,9 @@ impl CoreBuilder {
             }
             config.push_str("]\nshutdown_grace_secs = 2\n");
             let _ = writeln!(config, "[admin]\nlisten = \"{admin}\"");
+            if let Some(token) = &self.admin_token {
+                let _ = writeln!(config, "token = {token:?}");
+            }
             config.push_str(&tls_section);
             if let Some(level) = &self.log_level {
                 let _ = writeln!(
@@ -391,8 +420,13 @@ impl CoreBuilder {
                 "--config".into(),
                 config_path.into_os_string(),
             ];
+            let data_dir = self
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| run_dir.join("data"));
             args.push("--data-dir".into());
-            args.push(run_dir.join("data").into_os_string());
+            args.push(data_dir.clone().into_os_string());
+            args.extend(self.extra_args.iter().map(Into::into));
             let launch = Launch {
                 args,
                 run_dir: run_dir.clone(),
@@ -404,6 +438,7 @@ impl CoreBuilder {
             match Core::launch(launch).await {
                 Ok(mut core) => {
                     core.root = Some(root);
+                    core.data_dir = Some(data_dir);
                     return core;
                 }
                 Err(failure) => {
@@ -436,6 +471,7 @@ pub(crate) struct Core {
     pub(crate) run_dir: PathBuf,
     output: Arc<Mutex<OutputTail>>,
     root: Option<TempDir>,
+    data_dir: Option<PathBuf>,
 }
 
 /// How to launch the binary: its arguments and what the harness must know about it.
@@ -483,6 +519,7 @@ impl Core {
             run_dir: launch.run_dir,
             output,
             root: None,
+            data_dir: None,
         };
         match core.wait_healthy(Duration::from_secs(15)).await {
             Ok(()) => Ok(core),
@@ -508,6 +545,44 @@ impl Core {
 
     pub(crate) fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// Kills the process with SIGKILL (no shutdown of any kind) and reaps it.
+    pub(crate) fn kill_9(&self) -> Option<ExitStatus> {
+        self.kill()
+    }
+
+    /// The data directory of a core started by [`CoreBuilder::start`].
+    pub(crate) fn data_dir(&self) -> &Path {
+        self.data_dir
+            .as_deref()
+            .expect("a core started by CoreBuilder has a data directory")
+    }
+
+    /// A request to the admin API with an optional bearer token and JSON body.
+    pub(crate) async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        http_request(self.admin, method, path, token, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Every binding of `/api/v1/registrations`.
+    pub(crate) async fn registrations(&self, token: &str) -> Vec<serde_json::Value> {
+        let (status, body) = self
+            .api("GET", "/api/v1/registrations", Some(token), None)
+            .await;
+        assert_eq!(status, 200, "/api/v1/registrations: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("registrations JSON");
+        v["registrations"]
+            .as_array()
+            .expect("registrations array")
+            .clone()
     }
 
     /// The listener of transport `t` on the IPv4 (or IPv6) loopback.
@@ -700,6 +775,51 @@ pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u
     let fut = async {
         let mut s = TcpStream::connect(addr).await?;
         let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_string()
+        };
+        Ok((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// A minimal HTTP/1.1 request (`Connection: close`) with an optional bearer token and
+/// JSON body, with a deadline.
+pub(crate) async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let fut = async {
+        let mut s = TcpStream::connect(addr).await?;
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        if let Some(t) = token {
+            let _ = write!(req, "Authorization: Bearer {t}\r\n");
+        }
+        let body = body.unwrap_or("");
+        if !body.is_empty() {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        let _ = write!(req, "Content-Length: {}\r\n\r\n{body}", body.len());
         s.write_all(req.as_bytes()).await?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await?;
@@ -1252,6 +1372,19 @@ pub(crate) fn assert_options_ok(r: &Response, req: &Request) {
 // ---------------------------------------------------------------------------------
 // External programs
 // ---------------------------------------------------------------------------------
+
+/// The statistics of a sipp run (the last row of its `-trace_stat` file), by column
+/// name.
+pub(crate) fn sipp_stats(csv: &str) -> Vec<(String, String)> {
+    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(';').collect();
+    let last: Vec<&str> = lines.next_back().unwrap_or_default().split(';').collect();
+    header
+        .into_iter()
+        .zip(last)
+        .map(|(h, v)| (h.to_string(), v.to_string()))
+        .collect()
+}
 
 /// Runs a program to completion, or kills it at `limit` and gives `None`. Panics with
 /// a clear message when the program is not installed.
