@@ -2,8 +2,11 @@
 //! stateless nonces, and verification of credentials against stored HA1 values.
 //!
 //! - Challenges offer SHA-256 and MD5 (in the configured order), with `qop="auth"`.
-//! - A nonce is `hex(timestamp) || hex(HMAC-SHA256(secret, timestamp || realm))`: any
-//!   node holding the secret can check it without state. It expires after
+//! - A nonce is `hex(timestamp) || hex(salt) || hex(HMAC-SHA256(secret, timestamp ||
+//!   salt || realm))`: any node holding the secret can check it without state, and the
+//!   salt (a per-challenge counter from a seed the shell draws at random) makes every
+//!   challenge's nonce distinct, so clients challenged in the same second never share
+//!   a nonce-count. It expires after
 //!   [`DigestConfig::nonce_lifetime`]; an expired nonce gets a fresh challenge with
 //!   `stale=true`.
 //! - Replays are refused: the highest nonce-count seen per nonce is remembered (for the
@@ -56,6 +59,8 @@ pub struct DigestConfig {
     /// The algorithms challenges offer, most preferred first (RFC 8760 §2.4). Some
     /// devices read only the first challenge, so the order is an interop choice.
     pub algorithms: Vec<Algorithm>,
+    /// Where the per-challenge salt counter starts (the shell draws it at random).
+    pub salt_seed: u64,
 }
 
 /// The outcome of checking credentials.
@@ -76,6 +81,8 @@ pub struct DigestAuth {
     config: DigestConfig,
     /// nonce → (issued at, highest nonce-count seen).
     counts: HashMap<Bytes, (u64, u32)>,
+    /// The next challenge's salt.
+    salt: u64,
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -105,33 +112,44 @@ impl DigestAuth {
     /// A verifier with the given settings.
     pub fn new(config: DigestConfig) -> DigestAuth {
         DigestAuth {
+            salt: config.salt_seed,
             config,
             counts: HashMap::new(),
         }
     }
 
-    fn mac(&self, ts: u64, realm: &[u8]) -> String {
+    fn mac(&self, ts: u64, salt: u64, realm: &[u8]) -> String {
         // HMAC accepts keys of any length; the fallback is never taken.
         let mut mac = match HmacSha256::new_from_slice(&self.config.secret) {
             Ok(m) => m,
             Err(_) => return String::new(),
         };
         mac.update(&ts.to_be_bytes());
+        mac.update(&salt.to_be_bytes());
         mac.update(realm);
         let tag = mac.finalize().into_bytes();
         hex(tag.get(..16).unwrap_or_default())
     }
 
-    /// A fresh nonce for `realm` at time `now`.
-    pub fn nonce(&self, realm: &[u8], now: u64) -> String {
-        format!("{now:016x}{}", self.mac(now, realm))
+    /// A fresh nonce for `realm` at time `now`, distinct from every other one issued.
+    pub fn nonce(&mut self, realm: &[u8], now: u64) -> String {
+        let salt = self.salt;
+        self.salt = self.salt.wrapping_add(1);
+        format!("{now:016x}{salt:016x}{}", self.mac(now, salt, realm))
     }
 
-    /// The challenges for a 401 / 407, one per configured algorithm, in order.
-    pub fn challenges(&self, realm: &[u8], stale: bool, now: u64) -> Vec<Vec<u8>> {
+    /// The challenges for a 401 / 407, one per algorithm in `algorithms` (or the
+    /// configured ones when `None`), in order, all with one fresh nonce.
+    pub fn challenges(
+        &mut self,
+        realm: &[u8],
+        stale: bool,
+        now: u64,
+        algorithms: Option<&[Algorithm]>,
+    ) -> Vec<Vec<u8>> {
         let nonce = Bytes::from(self.nonce(realm, now));
-        self.config
-            .algorithms
+        algorithms
+            .unwrap_or(&self.config.algorithms)
             .iter()
             .map(|alg| {
                 DigestChallenge {
@@ -149,10 +167,13 @@ impl DigestAuth {
 
     /// Checks `nonce` was issued by us for `realm`; returns its timestamp.
     fn nonce_time(&self, nonce: &[u8], realm: &[u8]) -> Option<u64> {
-        let ts_hex = std::str::from_utf8(nonce.get(..16)?).ok()?;
-        let ts = u64::from_str_radix(ts_hex, 16).ok()?;
-        let expected = self.mac(ts, realm);
-        let given = nonce.get(16..)?;
+        let field = |range: std::ops::Range<usize>| -> Option<u64> {
+            u64::from_str_radix(std::str::from_utf8(nonce.get(range)?).ok()?, 16).ok()
+        };
+        let ts = field(0..16)?;
+        let salt = field(16..32)?;
+        let expected = self.mac(ts, salt, realm);
+        let given = nonce.get(32..)?;
         bool::from(given.ct_eq(expected.as_bytes())).then_some(ts)
     }
 
@@ -267,6 +288,7 @@ mod tests {
             nonce_lifetime: 300,
             max_tracked_nonces: 1000,
             algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+            salt_seed: 7,
         })
     }
 
@@ -421,6 +443,33 @@ mod tests {
     }
 
     #[test]
+    fn nonces_of_one_second_differ_and_each_counts_alone() {
+        let mut a = auth();
+        let realm = "example.com";
+        let stored = Ha1::from_password("alice", realm, "pw");
+        let n1 = a.nonce(realm.as_bytes(), 1000);
+        let n2 = a.nonce(realm.as_bytes(), 1000);
+        assert_ne!(n1, n2);
+        for n in [&n1, &n2] {
+            let c = respond(
+                Algorithm::Md5,
+                "alice",
+                realm,
+                "pw",
+                n,
+                1,
+                "sip:example.com",
+            );
+            assert_eq!(
+                a.verify(&c, b"REGISTER", realm.as_bytes(), Some(&stored), 1000),
+                Verdict::Authenticated
+            );
+        }
+        let only_md5 = a.challenges(realm.as_bytes(), false, 1000, Some(&[Algorithm::Md5]));
+        assert_eq!(only_md5.len(), 1);
+    }
+
+    #[test]
     fn unknown_user_fails_like_a_wrong_password() {
         let mut a = auth();
         let nonce = a.nonce(b"example.com", 1000);
@@ -441,8 +490,8 @@ mod tests {
 
     #[test]
     fn challenges_offer_sha256_then_md5_and_parse_back() {
-        let a = auth();
-        let ch = a.challenges(b"example.com", true, 1000);
+        let mut a = auth();
+        let ch = a.challenges(b"example.com", true, 1000, None);
         assert_eq!(ch.len(), 2);
         let parsed: Vec<_> = ch
             .iter()

@@ -421,6 +421,43 @@ impl Message {
         Some(first)
     }
 
+    /// Records where a request really came from in its top Via (RFC 3261 §18.2.1,
+    /// RFC 3581 §4): `received` when the sent-by host is not that address or rport was
+    /// asked for, and the source port in `rport` when it was asked for. Returns whether
+    /// the Via changed.
+    pub fn set_top_via_received(&mut self, ip: std::net::IpAddr, port: u16) -> bool {
+        let Some(top) = self.top_via() else {
+            return false;
+        };
+        let wants_rport = top.rport().is_some();
+        if top.host.ip() == Some(ip) && !wants_rport {
+            return false;
+        }
+        let raw = top.as_bytes();
+        let split = memchr::memchr(b';', raw).unwrap_or(raw.len());
+        let mut value = raw.get(..split).unwrap_or_default().to_vec();
+        for p in &top.params {
+            if p.name.eq_ignore_ascii_case(b"received") {
+                continue;
+            }
+            value.push(b';');
+            value.extend_from_slice(&p.name);
+            if p.name.eq_ignore_ascii_case(b"rport") {
+                value.extend_from_slice(format!("={port}").as_bytes());
+            } else if let Some(v) = &p.value {
+                value.push(b'=');
+                value.extend_from_slice(v);
+            }
+        }
+        value.extend_from_slice(format!(";received={ip}").as_bytes());
+        let Some(via) = crate::via::parse_one(&Bytes::from(value)) else {
+            return false;
+        };
+        self.pop_via();
+        self.push_via(&via);
+        true
+    }
+
     /// Adds a Record-Route value on top (RFC 3261 §16.6 step 4). `value` is the
     /// name-addr, e.g. `<sip:proxy.example.com;lr>`.
     pub fn push_record_route(&mut self, value: &[u8]) -> Result<(), Malformed> {

@@ -165,7 +165,7 @@ pub(crate) fn parse_list(v: &Bytes) -> Option<Vec<Via>> {
     }
 }
 
-fn parse_one(v: &Bytes) -> Option<Via> {
+pub(crate) fn parse_one(v: &Bytes) -> Option<Via> {
     let mut s = Scanner::new(v);
     let via = parse_at(&mut s)?;
     s.at_end().then_some(via)

@@ -357,6 +357,27 @@ Content-Length: 0\r\n\r\n";
 }
 
 #[test]
+fn received_and_rport_are_recorded_in_the_top_via() {
+    let raw: &[u8] = b"OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa;rport, SIP/2.0/UDP h2;branch=z9hG4bKb\r\nl: 0\r\n\r\n";
+    let mut m = parse_datagram(Bytes::from_static(raw), &Limits::default()).unwrap();
+    assert!(m.set_top_via_received("192.0.2.9".parse().unwrap(), 40000));
+    let again = parse_datagram(m.to_bytes(), &Limits::default()).unwrap();
+    let top = again.top_via().unwrap();
+    assert_eq!(top.rport(), Some(Some(40000)));
+    assert_eq!(
+        top.received(),
+        Some(holdfast_sip::Host::V4("192.0.2.9".parse().unwrap()))
+    );
+    assert_eq!(top.branch().unwrap().as_ref(), b"z9hG4bKa");
+    assert_eq!(again.vias().count(), 2);
+    // Sent-by already the source and no rport asked: nothing to add.
+    let raw: &[u8] = b"OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKa\r\nl: 0\r\n\r\n";
+    let mut m = parse_datagram(Bytes::from_static(raw), &Limits::default()).unwrap();
+    assert!(!m.set_top_via_received("192.0.2.9".parse().unwrap(), 5060));
+    assert_eq!(m.to_bytes().as_ref(), raw);
+}
+
+#[test]
 fn unknown_methods_and_headers_pass_through() {
     let raw: &[u8] = b"FOOBAR sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKa\r\nP-Thing:\t\r\n  folded; ,,;;\r\nl: 0\r\n\r\n";
     let mut m = parse_datagram(Bytes::from_static(raw), &Limits::default()).unwrap();

@@ -187,6 +187,9 @@ pub struct RegistrarSettings {
     /// Digest algorithms offered, most preferred first: "MD5", "SHA-256". Many
     /// devices read only the first challenge, so MD5 comes first by default.
     pub digest_algorithms: Vec<String>,
+    /// User-Agent substrings (any case) of devices that refuse a 401 offering
+    /// anything but MD5; they are challenged with MD5 alone.
+    pub md5_only_user_agents: Vec<String>,
 }
 
 impl Default for RegistrarSettings {
@@ -202,6 +205,7 @@ impl Default for RegistrarSettings {
             auth_failures_per_user: 20,
             node_name: "holdfast".into(),
             digest_algorithms: vec!["MD5".into(), "SHA-256".into()],
+            md5_only_user_agents: vec!["baresip".into()],
         }
     }
 }

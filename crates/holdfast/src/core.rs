@@ -88,7 +88,13 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 }
 
 /// A message from the transports: validated, then given to the transaction layer.
-fn receive(shared: &Shared, layer: &mut TransactionLayer, msg: Message, peer: Peer, now: Instant) {
+fn receive(
+    shared: &Shared,
+    layer: &mut TransactionLayer,
+    mut msg: Message,
+    peer: Peer,
+    now: Instant,
+) {
     if let Err(e) = validate(&msg, &ValidationPolicy::PROXY) {
         if msg.is_request() && msg.method() != Some(&Method::Ack) {
             if let Answer::Respond {
@@ -111,6 +117,11 @@ fn receive(shared: &Shared, layer: &mut TransactionLayer, msg: Message, peer: Pe
                 .fetch_add(1, Ordering::Relaxed);
         }
         return;
+    }
+    if msg.is_request() {
+        // RFC 3261 §18.2.1, RFC 3581 §4: the answer tells a device behind NAT its
+        // public address and port.
+        msg.set_top_via_received(peer.remote.ip(), peer.remote.port());
     }
     // OPTIONS addressed to the core is answered statelessly (RFC 3261 §8.2.7): a
     // retransmission gets the same answer again, and keepalive and monitoring OPTIONS

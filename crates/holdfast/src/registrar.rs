@@ -54,6 +54,8 @@ pub struct Registrar {
     replies: mpsc::Sender<Reply>,
     failures_per_user: u32,
     window: Duration,
+    /// Lower-cased User-Agent substrings that get MD5-only challenges.
+    md5_only_user_agents: Vec<String>,
 }
 
 impl std::fmt::Debug for Registrar {
@@ -82,6 +84,16 @@ fn secret(configured: Option<&str>) -> Vec<u8> {
             key
         }
     }
+}
+
+/// A random start for the nonce salt counter.
+fn salt_seed() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        let tag = crate::core::new_tag();
+        return u64::from_str_radix(&tag, 16).unwrap_or(0);
+    }
+    u64::from_be_bytes(b)
 }
 
 fn transport_name(t: Transport) -> &'static str {
@@ -181,6 +193,7 @@ impl Registrar {
                     .iter()
                     .map(|a| Algorithm::from_bytes(a.as_bytes()))
                     .collect(),
+                salt_seed: salt_seed(),
             })),
             cache: Mutex::new(HashMap::new()),
             user_failures: Mutex::new(HashMap::new()),
@@ -188,6 +201,11 @@ impl Registrar {
             replies: replies.clone(),
             failures_per_user: cfg.auth_failures_per_user,
             window: Duration::from_secs(shared.config.bans.window_secs),
+            md5_only_user_agents: cfg
+                .md5_only_user_agents
+                .iter()
+                .map(|u| u.to_ascii_lowercase())
+                .collect(),
         });
         let core_cfg = RegistrarConfig {
             min_expires: cfg.min_expires,
@@ -317,11 +335,19 @@ impl Registrar {
     }
 
     fn challenge(&self, request: &Message, realm: &str, stale: bool, now: u64) -> Message {
+        // Devices known to refuse a 401 that offers anything but MD5 get MD5 alone.
+        let md5_only = request.header(HeaderName::UserAgent).is_some_and(|ua| {
+            let ua = String::from_utf8_lossy(ua.raw_value()).to_ascii_lowercase();
+            self.md5_only_user_agents
+                .iter()
+                .any(|m| ua.contains(m.as_str()))
+        });
+        let algorithms = md5_only.then_some(&[Algorithm::Md5][..]);
         let challenges = self
             .auth
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .challenges(realm.as_bytes(), stale, now);
+            .challenges(realm.as_bytes(), stale, now, algorithms);
         let mut resp = request.response(401, "Unauthorized", Some(&crate::core::new_tag()));
         for c in challenges {
             crate::core::add_header(&mut resp, "WWW-Authenticate", &c);

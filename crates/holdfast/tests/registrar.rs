@@ -1003,7 +1003,6 @@ async fn repeated_auth_failures_ban_the_source() {
 /// salt (a random value or a counter passed in by the shell, since the core does no
 /// I/O), and let `nonce_time` read the salt back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: digest.rs:126 nonces repeat within a second, so a second client's nc=1 is taken for a replay (403)"]
 async fn phones_challenged_in_the_same_second_both_register() {
     bounded(LIMIT, async {
         let core = CoreBuilder::new("reg-same-second")
@@ -1049,7 +1048,6 @@ async fn phones_challenged_in_the_same_second_both_register() {
 /// receipt of a request (crates/holdfast/src/core.rs:91 `receive`, before the
 /// transaction layer sees it), set those two parameters on the top Via.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: no received/rport on the top Via of responses (RFC 3261 §18.2.1, RFC 3581 §4); core.rs:91"]
 async fn a_response_via_carries_received_and_rport() {
     bounded(LIMIT, async {
         let core = CoreBuilder::new("reg-rport")
@@ -1229,7 +1227,6 @@ async fn sipp_registers_with_digest_over_udp_and_tcp() {
 
 /// The load the issue asks for: 50 users, 200 REGISTER calls at 100 a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: digest.rs:126 nonces repeat within a second; 19 of 20 calls get 403 and sipp's source is banned"]
 async fn sipp_registers_50_users_200_calls_over_udp_and_tcp() {
     bounded(
         LIMIT,
@@ -1493,7 +1490,6 @@ async fn baresip_registers_over_udp_and_tcp() {
 /// Fix: default to ["MD5"] (SHA-256 opt-in) or document the setting next to the
 /// default; RFC 8760 §2.4 lets a server offer several, but these clients predate it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "interop: baresip 1.0.0 rejects a 401 offering SHA-256 beside MD5; default digest_algorithms, config.rs:198"]
 async fn baresip_registers_with_the_default_digest_algorithms() {
     bounded(LIMIT, async {
         let core = CoreBuilder::new("baresip-default")
