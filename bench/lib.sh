@@ -116,3 +116,79 @@ bench_stop() {
 
 # bench_load: "load average" part of uptime.
 bench_load() { uptime | sed 's/.*load average: */load /'; }
+
+# ---------------------------------------------------------------- sipp results
+# (added for bench/register-bench.sh; options-bench.sh keeps its own copies)
+
+# bench_sipp_stats STATFILE CALLS: "created successful failed retransmissions achieved"
+# from sipp's -trace_stat file: the last row holds the totals; the achieved rate is the
+# cumulative CallRate(C) of the last row written while calls were still being made.
+bench_sipp_stats() {
+    if [ ! -s "$1" ]; then echo "0 0 0 0 0"; return; fi
+    awk -F';' -v m="$2" 'NR > 1 && NF > 60 {
+            created = $12; succ = $16; failed = $18; retr = $58; rate = $8
+            if (created < m) { running = rate }
+        }
+        END { if (running == "") running = rate
+              printf "%d %d %d %d %.0f\n", created, succ, failed, retr, running }' "$1"
+}
+
+# bench_sipp_fail_reasons STATFILE: why calls failed, from sipp's own counters (last row),
+# e.g. "unexpected_msg=12,recv_timeout=3"; "-" when none.
+bench_sipp_fail_reasons() {
+    if [ ! -s "$1" ]; then echo "-"; return; fi
+    awk -F';' 'NR > 1 && NF > 60 { r = $0 } END {
+            n = split(r, f, ";")
+            split("22:udp_max_retrans 24:tcp_connect 26:tcp_closed 28:unexpected_msg 42:recv_timeout 20:cannot_send", k, " ")
+            out = ""
+            for (i = 1; i <= 6; i++) { split(k[i], kv, ":"); if (f[kv[1]] + 0 > 0) out = out (out == "" ? "" : ",") kv[2] "=" f[kv[1]] }
+            print (out == "" ? "-" : out) }' "$1"
+}
+
+# bench_sipp_unexpected ERRFILE: the status codes of the unexpected responses in sipp's
+# -trace_err file, most frequent first, e.g. "401x120,503x7"; "-" when none. Counts
+# are a lower bound when the file reached sipp's -max_log_size.
+bench_sipp_unexpected() {
+    local out
+    out="$(cat "$1"* 2>/dev/null | grep -ao "received 'SIP/2.0 [0-9][0-9][0-9]" |
+        awk '{ c[$3]++ } END { for (k in c) print c[k], k }' | sort -rn |
+        awk '{ printf "%s%sx%d", (NR > 1 ? "," : ""), $2, $1 }')"
+    echo "${out:--}"
+}
+
+# bench_users_csv FILE N PREFIX PWPREFIX: a sipp injection file (SEQUENTIAL) of N users
+# PREFIX1;PWPREFIX1 ... PREFIXN;PWPREFIXN.
+bench_users_csv() {
+    awk -v n="$2" -v u="$3" -v p="$4" 'BEGIN { print "SEQUENTIAL"; for (i = 1; i <= n; i++) print u i ";" p i }' >"$1"
+}
+
+# bench_fs_of DIR: "fstype on device" of the filesystem holding DIR.
+bench_fs_of() {
+    df -PT "$1" 2>/dev/null | awk 'NR == 2 { print $2 " on " $1 }'
+}
+
+# bench_fsync_ms DIR: mean milliseconds of a 4 kB synchronous write (O_DSYNC, i.e. one
+# fdatasync each) in DIR, over 100 writes: how dear a durable commit is on that disk.
+bench_fsync_ms() {
+    local f="$1/.fsync-probe.$$" out
+    out="$(LC_ALL=C dd if=/dev/zero of="$f" bs=4k count=100 oflag=dsync 2>&1 || true)"
+    rm -f "$f"
+    awk '/copied/ { for (i = 1; i <= NF; i++) if ($i == "s," || $i ~ /^s,?$/) { printf "%.2f\n", $(i - 1) * 1000 / 100; exit } }' <<<"$out"
+}
+
+# bench_settle MAX_SECONDS PID...: wait until the processes use less than 10 % of one
+# processor over half a second (a backlog worked off, retransmissions over), at most
+# MAX_SECONDS; prints the seconds waited.
+bench_settle() {
+    local max="$1" tck c0 c1 i
+    shift
+    tck="$(getconf CLK_TCK)"
+    c0="$(bench_cpu_ticks "$@")"
+    for i in $(seq 1 $((max * 2))); do
+        sleep 0.5
+        c1="$(bench_cpu_ticks "$@")"
+        if [ $(((c1 - c0) * 20)) -lt "$tck" ]; then echo $(((i + 1) / 2)); return 0; fi
+        c0="$c1"
+    done
+    echo "$max"
+}

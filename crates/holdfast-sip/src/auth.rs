@@ -349,7 +349,7 @@ impl DigestCredentials {
         w.quoted("cnonce", self.cnonce.as_deref());
         w.quoted("response", self.response.as_deref());
         w.quoted("opaque", self.opaque.as_deref());
-        w.flag("userhash", self.userhash);
+        w.flag("userhash", self.userhash, &self.params);
         w.extensions(&self.params, &CREDENTIAL_FIELDS);
         w.finish()
     }
@@ -423,8 +423,8 @@ impl DigestChallenge {
         w.quoted("opaque", self.opaque.as_deref());
         w.token("algorithm", self.algorithm.as_deref());
         w.qop_options(&self.qop);
-        w.flag("stale", self.stale);
-        w.flag("userhash", self.userhash);
+        w.flag("stale", self.stale, &self.params);
+        w.flag("userhash", self.userhash, &self.params);
         w.extensions(&self.params, &CHALLENGE_FIELDS);
         w.finish()
     }
@@ -574,14 +574,20 @@ fn parse_nc(v: &[u8]) -> Result<u32, AuthError> {
 }
 
 /// The options of a challenge's `qop="auth, auth-int"`: tokens separated by commas and
-/// LWS. Empty elements are skipped (RFC 7230 §7 list leniency).
+/// LWS. Empty elements are skipped (RFC 7230 §7 list leniency), but at least one option
+/// is required (RFC 3261 §25.1 `qop-options`; an empty list found by the `digest` fuzz
+/// target would otherwise vanish when the challenge is written back).
 fn qop_options(v: &Bytes) -> Result<Vec<Bytes>, AuthError> {
     let mut s = Scanner::new(v);
     let mut out = Vec::new();
     loop {
         s.skip_lws();
         if s.at_end() {
-            return Ok(out);
+            return if out.is_empty() {
+                Err(AuthError::Qop)
+            } else {
+                Ok(out)
+            };
         }
         if s.eat(b',') {
             continue;
@@ -646,10 +652,19 @@ impl ParamWriter {
         }
     }
 
-    fn flag(&mut self, name: &str, set: bool) {
+    /// Writes `name=true` when set; `name=false` when not set but the parsed value
+    /// carried the flag (so a value whose only parameter is a false flag still writes
+    /// back to one that parses, found by the `digest` fuzz target).
+    fn flag(&mut self, name: &str, set: bool, params: &[Param]) {
         if set {
             self.name(name.as_bytes());
             self.out.extend_from_slice(b"true");
+        } else if params
+            .iter()
+            .any(|p| p.name.eq_ignore_ascii_case(name.as_bytes()))
+        {
+            self.name(name.as_bytes());
+            self.out.extend_from_slice(b"false");
         }
     }
 

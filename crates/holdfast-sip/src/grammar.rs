@@ -93,6 +93,23 @@ pub(crate) fn parse_u32(digits: &[u8]) -> Option<u32> {
     parse_u64(digits).and_then(|n| u32::try_from(n).ok())
 }
 
+/// True when every CR and LF in `s` belongs to a fold (`CRLF 1*WSP`): a bare line
+/// break is never part of a quoted string (RFC 3261 §25.1 `qdtext`).
+pub(crate) fn folds_only(s: &[u8]) -> bool {
+    let mut i = 0usize;
+    while let Some(p) = memchr::memchr2(b'\r', b'\n', s.get(i..).unwrap_or_default()) {
+        let at = i.saturating_add(p);
+        let ok = s.get(at) == Some(&b'\r')
+            && s.get(at.saturating_add(1)) == Some(&b'\n')
+            && matches!(s.get(at.saturating_add(2)), Some(b' ' | b'\t'));
+        if !ok {
+            return false;
+        }
+        i = at.saturating_add(2);
+    }
+    true
+}
+
 /// Strips leading and trailing LWS.
 pub(crate) fn trim_lws(s: &[u8]) -> &[u8] {
     let start = s.iter().position(|&b| !is_lws(b)).unwrap_or(s.len());
@@ -225,6 +242,11 @@ impl<'a> Scanner<'a> {
             };
             self.pos = self.pos.saturating_add(i);
             if self.eat(b'"') {
+                let text = self.bytes((start, self.pos));
+                if !folds_only(text) {
+                    self.pos = start;
+                    return None;
+                }
                 return Some(self.slice((start, self.pos)));
             }
             self.bump();
