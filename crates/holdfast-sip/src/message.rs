@@ -334,8 +334,19 @@ impl Message {
     fn edited(&mut self) {
         self.original = None;
         if self.blank.is_empty() {
-            // A datagram that lacked the blank line gets one once it is rewritten.
+            // A datagram that lacked the blank line gets one once it is rewritten, and
+            // its last line gets the line end it lacked, so that no inserted header is
+            // glued onto it (fuzzing finding R1).
             self.blank = Bytes::from_static(b"\r\n");
+            let last = match self.headers.last_mut() {
+                Some(h) => &mut h.line,
+                None => &mut self.start_raw,
+            };
+            if !last.ends_with(b"\n") {
+                let mut line = last.to_vec();
+                line.extend_from_slice(b"\r\n");
+                *last = Bytes::from(line);
+            }
         }
     }
 

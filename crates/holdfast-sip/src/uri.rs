@@ -11,6 +11,9 @@ use bytes::Bytes;
 
 use crate::grammar::Param;
 
+/// Most `;params` (and, separately, `?headers`) one URI may carry.
+pub const MAX_URI_PARAMS: usize = 32;
+
 /// Why a URI did not parse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 #[non_exhaustive]
@@ -361,6 +364,11 @@ fn parse_uri_params(
         check_escaped(&name, chars, err)?;
         if let Some(v) = &value {
             check_escaped(v, chars, err)?;
+        }
+        // A bound on parameters keeps §19.1.4 comparison (which compares repeated
+        // names as lists) cheap whatever a peer sends (fuzzing finding U2).
+        if out.len() >= MAX_URI_PARAMS {
+            return Err(err);
         }
         out.push(Param { name, value });
         if end >= bytes.len() {
@@ -739,6 +747,14 @@ mod tests {
         ))
         .unwrap();
         assert!(matches!(u, Uri::Tel(_)));
+    }
+
+    #[test]
+    fn parameter_count_is_bounded() {
+        let many = format!("sip:a@h{}", ";a".repeat(MAX_URI_PARAMS + 1));
+        assert_eq!(Uri::parse(Bytes::from(many)), Err(UriError::Param));
+        let ok = format!("sip:a@h{}", ";a".repeat(MAX_URI_PARAMS));
+        assert!(Uri::parse(Bytes::from(ok)).is_ok());
     }
 
     #[test]
