@@ -192,3 +192,22 @@ bench_settle() {
     done
     echo "$max"
 }
+
+# The options every bench script takes: sets quick, build and kb_dir (the Kamailio
+# bench files). --help prints the calling script's header comment.
+bench_parse_args() {
+    quick=0
+    build=1
+    kb_dir="${KAMAILIO_BENCH_DIR:-$root/../shared/interop/kamailio-bench}"
+    while [ $# -gt 0 ]; do
+        case "$1" in
+        --quick) quick=1 ;;
+        --no-build) build=0 ;;
+        --kamailio-bench) kb_dir="${2:?--kamailio-bench needs a directory}"; shift ;;
+        --kamailio-bench=*) kb_dir="${1#*=}" ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) bench_die "unknown argument '$1' (see --help)" ;;
+        esac
+        shift
+    done
+}

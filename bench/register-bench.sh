@@ -64,20 +64,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=bench/lib.sh
 . "$root/bench/lib.sh"
 
-quick=0
-build=1
-kb_dir="${KAMAILIO_BENCH_DIR:-$root/../shared/interop/kamailio-bench}"
-while [ $# -gt 0 ]; do
-    case "$1" in
-    --quick) quick=1 ;;
-    --no-build) build=0 ;;
-    --kamailio-bench) kb_dir="${2:?--kamailio-bench needs a directory}"; shift ;;
-    --kamailio-bench=*) kb_dir="${1#*=}" ;;
-    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) bench_die "unknown argument '$1' (see --help)" ;;
-    esac
-    shift
-done
+bench_parse_args "$@"
 
 if [ "$quick" = 1 ]; then
     : "${START:=2000}" "${FACTOR:=2}" "${HOLD:=4}" "${RETRY:=0}" "${REFINE:=0}" "${NCHILD:=4}"
