@@ -46,6 +46,7 @@
 )]
 
 pub mod digest;
+pub mod proxy;
 pub mod registrar;
 pub mod transaction;
 mod transport;
