@@ -1,7 +1,8 @@
 //! holdfast-store: holdfast's storage, behind traits.
 //!
-//! Callers (the registrar, the authenticator, the CLI, the admin API) hold an
-//! `Arc<dyn Directory>` or `Arc<dyn Location>` and never name a database. That is the
+//! Callers (the registrar, the authenticator, the proxy, the CLI, the admin API) hold an
+//! `Arc<dyn Directory>`, `Arc<dyn Location>` or `Arc<dyn Cdrs>` and never name a
+//! database. That is the
 //! point of the crate: the PostgreSQL backend that the multi-site cluster needs can be
 //! added later as one more implementation, without touching a caller. The embedded
 //! default is [`SqliteStore`]: one SQLite file, `holdfast.sqlite`, in the data directory.
@@ -12,9 +13,13 @@
 //! - [`Location`]: registrar bindings (RFC 3261 §10.3), keyed by (AOR, contact), or by
 //!   (AOR, +sip.instance, reg-id) when the device sent an instance (RFC 5626 §6). Changes
 //!   are applied as [`BindingOp`]s; time is always an argument (`now`, Unix seconds).
-//! - Call records (CDRs) will be a third trait beside these two, implemented by the same
-//!   backends. The SQLite schema's migration list is append-only, so they arrive as one
-//!   more migration.
+//! - [`Cdrs`]: call records, one [`CallRecord`] per call attempt, keyed by its `id`
+//!   and replaced whole by [`CdrOp::Put`] (when answered, then when ended). A record
+//!   with an answer and no end is an open call, which a restarted node reloads with
+//!   [`Cdrs::open_calls`]. [`Cdrs::query`] pages newest first with an opaque keyset
+//!   cursor, filtered by start time, user (caller or callee) and [`Disposition`]; times
+//!   are Unix milliseconds. Records share the bindings' writer and group commit, so a
+//!   record is as durable as a binding once its future resolves.
 //!
 //! Invariants:
 //!
@@ -39,16 +44,18 @@
     )
 )]
 
+mod cdr;
 mod directory;
 mod error;
 mod location;
 mod sqlite;
 
+pub use cdr::{CallRecord, CdrFilter, CdrOp, CdrPage, Cdrs, Disposition, HangupSide};
 pub use directory::{ha1, DigestAlgorithm, Directory, Domain, User};
 pub use error::{BackendKind, Entity, StoreError};
 pub use location::{Binding, BindingIdentity, BindingOp, Location};
 pub use sqlite::{SqliteConfig, SqliteStore, Synchronous, WriterStats};
 
 /// The future every storage method returns: boxed so that the traits stay object safe
-/// (`Arc<dyn Directory>`, `Arc<dyn Location>`).
+/// (`Arc<dyn Directory>`, `Arc<dyn Location>`, `Arc<dyn Cdrs>`).
 pub use futures::future::BoxFuture;

@@ -12,8 +12,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 
-use common::binding;
-use holdfast_store::{BindingOp, Directory, Location, SqliteStore};
+use common::{binding, call};
+use holdfast_store::{BindingOp, CdrOp, Cdrs, Directory, Location, SqliteStore};
 
 const NOW: i64 = 1_700_000_000;
 const ROLE: &str = "HOLDFAST_STORE_TEST_CHILD";
@@ -94,6 +94,27 @@ fn child() {
                     }
                 }
             }
+            // Records open calls one at a time, like `kill9`, each acknowledged only
+            // after the store's future resolved.
+            "cdr_kill9" => {
+                for i in 0..100_000_i64 {
+                    store
+                        .record(vec![CdrOp::Put(call(
+                            &format!("call-{i}"),
+                            "alice@example.com",
+                            "bob@example.com",
+                            NOW * 1000 + i,
+                        ))])
+                        .await
+                        .unwrap();
+                    if writeln!(stdout, "acked {i}")
+                        .and_then(|()| stdout.flush())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
             // Writes users and bindings while the parent does the same.
             "writer" => {
                 writeln!(stdout, "ready").unwrap();
@@ -150,6 +171,37 @@ async fn a_binding_acknowledged_before_sigkill_is_kept() {
             aors.contains(&format!("user{i}@example.com")),
             "acknowledged binding {i} lost ({} kept)",
             aors.len()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_call_record_acknowledged_before_sigkill_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, mut stdout) = spawn_child("cdr_kill9", dir.path());
+    let mut acked = 0;
+    while acked < ACKED_BEFORE_KILL {
+        acked = next_line(&mut stdout, "acked ").parse().unwrap();
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+
+    // Each acknowledged record is there, and still an open call of its node: what the
+    // restarted node reloads.
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let open: HashSet<String> = store
+        .open_calls("node-a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    for i in 0..=acked {
+        assert!(
+            open.contains(&format!("call-{i}")),
+            "acknowledged call record {i} lost ({} kept)",
+            open.len()
         );
     }
 }

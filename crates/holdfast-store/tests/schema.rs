@@ -93,6 +93,30 @@ async fn a_version_1_database_is_migrated_and_keeps_its_data() {
         .await
         .unwrap();
     assert_eq!(store.load_unexpired(0).await.unwrap(), [binding]);
+    // And what version 3 added.
+    use holdfast_store::{CallRecord, CdrFilter, CdrOp, Cdrs, Disposition};
+    let record = CallRecord {
+        id: "1".into(),
+        call_id: "c".into(),
+        caller: "alice@example.com".into(),
+        callee: "bob@example.com".into(),
+        request_uri: "sip:bob@example.com".into(),
+        source: "192.0.2.1:5060".into(),
+        transport: "udp".into(),
+        started_at_ms: 1,
+        answered_at_ms: None,
+        ended_at_ms: Some(2),
+        disposition: Disposition::Failed,
+        status: 503,
+        hangup: None,
+        node: "n".into(),
+    };
+    store
+        .record(vec![CdrOp::Put(record.clone())])
+        .await
+        .unwrap();
+    let page = store.query(CdrFilter::default()).await.unwrap();
+    assert_eq!(page.records, [record]);
 }
 
 #[test]

@@ -15,12 +15,14 @@
 //! while a core runs): WAL lets readers run beside the one writer, and the busy timeout
 //! makes a writer wait for another process's transaction instead of failing.
 
+mod cdr;
 mod directory;
 mod group_commit;
 mod location;
 mod schema;
 
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,6 +34,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
 use self::group_commit::{Counters, Job, WriteJob};
+use crate::cdr::{self as cdr_ops, CallRecord, CdrFilter, CdrOp, CdrPage, Cdrs};
 use crate::directory::{
     ha1, normalize_domain, validate_password, validate_username, DigestAlgorithm, Directory,
     Domain, User,
@@ -90,8 +93,8 @@ const READ_QUEUE: usize = 1024;
 
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
-/// The SQLite store: [`Directory`] and [`Location`] on `holdfast.sqlite` in the data
-/// directory.
+/// The SQLite store: [`Directory`], [`Location`] and [`Cdrs`] on `holdfast.sqlite` in
+/// the data directory.
 ///
 /// It owns two threads: the writer, which runs every write with group commit, and a
 /// reader with its own read-only connection. Dropping the store lets both finish what
@@ -203,7 +206,6 @@ impl SqliteStore {
         }
     }
 
-    /// Queues `work` for the writer thread and waits until its batch is committed.
     /// Queues `ops` on the writer now, in call order, and returns a future that
     /// resolves once they are durable. A caller that must keep successive changes in
     /// order (the location actor) queues them one after another without waiting for
@@ -212,28 +214,48 @@ impl SqliteStore {
     pub fn queue_apply(
         &self,
         ops: Vec<BindingOp>,
-    ) -> Result<
-        impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static,
-        StoreError,
-    > {
+    ) -> Result<impl Future<Output = Result<(), StoreError>> + Send + 'static, StoreError> {
         ops.iter().try_for_each(validate_op)?;
+        self.try_write(move |conn: &Connection| location::apply(conn, &ops))
+    }
+
+    /// [`Cdrs::record`] for a caller that cannot wait to queue (the core's event
+    /// loop): queues `ops` on the writer now, in call order, and returns a future that
+    /// resolves once they are durable. A full queue is
+    /// [`BackendKind::Busy`](crate::BackendKind::Busy); nothing is queued then.
+    pub fn queue_cdr(
+        &self,
+        ops: Vec<CdrOp>,
+    ) -> Result<impl Future<Output = Result<(), StoreError>> + Send + 'static, StoreError> {
+        ops.iter().try_for_each(cdr_ops::validate_op)?;
+        self.try_write(move |conn: &Connection| cdr::record(conn, &ops))
+    }
+
+    /// Queues `work` for the writer thread without waiting for room in the queue, and
+    /// returns a future that resolves once its batch is committed.
+    fn try_write<T, F>(
+        &self,
+        work: F,
+    ) -> Result<impl Future<Output = Result<T, StoreError>> + Send + 'static, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let sender = self.writer.as_ref().ok_or_else(StoreError::closed)?;
         let (reply, answer) = oneshot::channel();
         sender
-            .try_send(Box::new(Job::new(
-                move |conn: &Connection| location::apply(conn, &ops),
-                reply,
-            )))
+            .try_send(Box::new(Job::new(work, reply)))
             .map_err(|e| match e {
-                tokio::sync::mpsc::error::TrySendError::Full(_) => StoreError::Backend {
-                    kind: crate::error::BackendKind::Busy,
+                mpsc::error::TrySendError::Full(_) => StoreError::Backend {
+                    kind: BackendKind::Busy,
                     message: "the writer queue is full".into(),
                 },
-                tokio::sync::mpsc::error::TrySendError::Closed(_) => StoreError::closed(),
+                mpsc::error::TrySendError::Closed(_) => StoreError::closed(),
             })?;
         Ok(async move { answer.await.map_err(|_| StoreError::closed())? })
     }
 
+    /// Queues `work` for the writer thread and waits until its batch is committed.
     async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -436,5 +458,27 @@ impl Location for SqliteStore {
 
     fn purge_expired(&self, now: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(self.write(move |conn| location::purge_expired(conn, now)))
+    }
+}
+
+impl Cdrs for SqliteStore {
+    fn record(&self, ops: Vec<CdrOp>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            ops.iter().try_for_each(cdr_ops::validate_op)?;
+            self.write(move |conn| cdr::record(conn, &ops)).await
+        })
+    }
+
+    fn open_calls(&self, node: &str) -> BoxFuture<'_, Result<Vec<CallRecord>, StoreError>> {
+        let node = node.to_owned();
+        Box::pin(self.read(move |conn| cdr::open_calls(conn, &node)))
+    }
+
+    fn query(&self, filter: CdrFilter) -> BoxFuture<'_, Result<CdrPage, StoreError>> {
+        Box::pin(async move {
+            let cursor = cdr_ops::validate_filter(&filter)?;
+            self.read(move |conn| cdr::query(conn, &filter, cursor.as_ref()))
+                .await
+        })
     }
 }

@@ -50,6 +50,31 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX bindings_by_contact ON bindings (aor, contact);
     CREATE INDEX bindings_by_expiry ON bindings (expires_at);",
+    // 3: call records. Times are Unix milliseconds; `disposition` and `hangup` hold
+    // the names of Disposition and HangupSide. Every index ends with (started_at, id),
+    // the newest-first paging key; `cdrs_open` holds only the calls that are up.
+    "CREATE TABLE cdrs (
+        id TEXT NOT NULL PRIMARY KEY,
+        call_id TEXT NOT NULL,
+        caller TEXT NOT NULL,
+        callee TEXT NOT NULL,
+        request_uri TEXT NOT NULL,
+        source TEXT NOT NULL,
+        transport TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        answered_at INTEGER,
+        ended_at INTEGER,
+        disposition TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        hangup TEXT,
+        node TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX cdrs_by_start ON cdrs (started_at, id);
+    CREATE INDEX cdrs_by_caller ON cdrs (caller, started_at, id);
+    CREATE INDEX cdrs_by_callee ON cdrs (callee, started_at, id);
+    CREATE INDEX cdrs_by_disposition ON cdrs (disposition, started_at, id);
+    CREATE INDEX cdrs_open ON cdrs (node, started_at, id)
+        WHERE answered_at IS NOT NULL AND ended_at IS NULL;",
 ];
 
 /// The schema version this build writes: the number of migrations (a handful, so the

@@ -4,7 +4,7 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use holdfast_store::Binding;
+use holdfast_store::{Binding, CallRecord, Disposition, HangupSide};
 
 /// A binding with plausible values; tests change the fields they care about.
 pub(crate) fn binding(aor: &str, contact: &str, expires_at: i64) -> Binding {
@@ -26,6 +26,44 @@ pub(crate) fn binding(aor: &str, contact: &str, expires_at: i64) -> Binding {
         node: "node-a".to_owned(),
         updated_at: expires_at - 3600,
     }
+}
+
+/// A call from `caller` to `callee` that started at `started_at_ms`, was answered a
+/// second later and is still up; tests change the fields they care about.
+pub(crate) fn call(id: &str, caller: &str, callee: &str, started_at_ms: i64) -> CallRecord {
+    CallRecord {
+        id: id.to_owned(),
+        call_id: format!("{id}@192.0.2.10"),
+        caller: caller.to_owned(),
+        callee: callee.to_owned(),
+        request_uri: format!("sip:{callee}"),
+        source: "192.0.2.10:5060".to_owned(),
+        transport: "udp".to_owned(),
+        started_at_ms,
+        answered_at_ms: Some(started_at_ms + 1_000),
+        ended_at_ms: None,
+        disposition: Disposition::Answered,
+        status: 200,
+        hangup: None,
+        node: "node-a".to_owned(),
+    }
+}
+
+/// `record`, ended by `side` after `duration_ms` of talk.
+pub(crate) fn ended(mut record: CallRecord, duration_ms: i64, side: HangupSide) -> CallRecord {
+    let answered = record.answered_at_ms.unwrap_or(record.started_at_ms);
+    record.ended_at_ms = Some(answered + duration_ms);
+    record.hangup = Some(side);
+    record
+}
+
+/// `record` as a call that failed with `status` before any answer.
+pub(crate) fn failed(mut record: CallRecord, disposition: Disposition, status: u16) -> CallRecord {
+    record.answered_at_ms = None;
+    record.ended_at_ms = Some(record.started_at_ms + 5_000);
+    record.disposition = disposition;
+    record.status = status;
+    record
 }
 
 /// Every byte of the store's files (database, WAL, shared memory) in `dir`.
