@@ -149,6 +149,9 @@ pub struct TimerConfig {
     pub t1_ms: u64,
     pub t2_ms: u64,
     pub t4_ms: u64,
+    /// Timer C (RFC 3261 §16.6 item 11): how long a forwarded INVITE may ring without
+    /// a final answer. More than 180 s.
+    pub timer_c_secs: u64,
 }
 
 impl Default for TimerConfig {
@@ -157,6 +160,7 @@ impl Default for TimerConfig {
             t1_ms: 500,
             t2_ms: 4_000,
             t4_ms: 5_000,
+            timer_c_secs: 181,
         }
     }
 }
@@ -479,6 +483,9 @@ impl Config {
         let t = &self.timers;
         if t.t1_ms == 0 || t.t2_ms < t.t1_ms || t.t4_ms == 0 {
             p.push("[timers] need t1_ms > 0, t2_ms >= t1_ms and t4_ms > 0".into());
+        }
+        if t.timer_c_secs <= 180 {
+            p.push("[timers] timer_c_secs: must be more than 180 (RFC 3261 §16.6)".into());
         }
         if self.bans.duration_secs == 0
             || self.bans.window_secs == 0

@@ -13,15 +13,23 @@ use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
+use holdfast_core::proxy::{route, Proxy, ProxyConfig, ProxyEvent};
 use holdfast_core::transaction::Config as TxConfig;
-use holdfast_core::{Action, Event, Peer as CorePeer, TimerConfig, TransactionLayer, Transport};
+use holdfast_core::{
+    Action, Event, Peer as CorePeer, TimerConfig, TransactionKey, TransactionLayer,
+    TransactionState, Transport,
+};
 use holdfast_sip::{validate, Answer, Header, Message, Method, ValidationPolicy};
+use holdfast_store::SqliteStore;
 use tokio::sync::mpsc;
 
+use crate::calls::Calls;
 use crate::config::ListenTransport;
+use crate::proxy::{resolve_in_dialog, Admission, Domains, InDialog};
 use crate::registrar::{Registrar, Reply};
 use crate::shared::{Inbound, Peer, Shared};
 
+/// What the core's own URI (no user part) accepts; requests for users are proxied.
 pub const ALLOW: &str = "OPTIONS, REGISTER";
 pub const SUPPORTED: &str = "path, outbound";
 
@@ -34,14 +42,28 @@ pub fn new_tag() -> String {
     format!("{:016x}", h.finish())
 }
 
+/// The core task's state: the transaction layer, the proxy core above it, and what
+/// they need from the rest of the process.
+struct Core {
+    shared: Arc<Shared>,
+    layer: TransactionLayer,
+    proxy: Proxy,
+    registrar: Arc<Registrar>,
+    domains: Arc<Domains>,
+    calls: Calls,
+    admissions: mpsc::Sender<Admission>,
+}
+
 pub async fn run(
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<Inbound>,
     registrar: Arc<Registrar>,
     mut replies: mpsc::Receiver<Reply>,
+    store: Arc<SqliteStore>,
+    calls: Calls,
 ) {
     let timers = &shared.config.timers;
-    let mut layer = TransactionLayer::new(TxConfig {
+    let layer = TransactionLayer::new(TxConfig {
         timers: TimerConfig::new(
             Duration::from_millis(timers.t1_ms),
             Duration::from_millis(timers.t2_ms),
@@ -49,9 +71,27 @@ pub async fn run(
         ),
         max_transactions: shared.config.limits.max_transactions,
     });
+    let proxy = Proxy::new(ProxyConfig {
+        timer_c: Duration::from_secs(shared.config.timers.timer_c_secs),
+        ..ProxyConfig::default()
+    });
+    let (admissions, mut admitted) = mpsc::channel(65_536);
+    let mut core = Core {
+        domains: Arc::new(Domains::new(store)),
+        shared,
+        layer,
+        proxy,
+        registrar,
+        calls,
+        admissions,
+    };
     let mut batch = Vec::with_capacity(64);
     loop {
-        let deadline = layer.poll_timeout().map(tokio::time::Instant::from_std);
+        let deadline = [core.layer.poll_timeout(), core.proxy.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(tokio::time::Instant::from_std);
         tokio::select! {
             n = rx.recv_many(&mut batch, 64) => {
                 if n == 0 {
@@ -61,17 +101,23 @@ pub async fn run(
                 for Inbound { msg, peer } in batch.drain(..) {
                     // The core's handling runs under the same guard as a connection's:
                     // a fault here costs one message, never the service.
+                    let shared = core.shared.clone();
                     let _ = crate::transport::guarded(&shared, &peer, || {
-                        receive(&shared, &mut layer, msg, peer, now);
+                        receive(&shared, &mut core.layer, msg, peer, now);
                     });
                 }
             }
             Some(reply) = replies.recv() => {
-                let _ = layer.respond(&reply.key, reply.response, now());
+                let _ = core.layer.respond(&reply.key, reply.response, now());
             }
-            _ = sleep_until_opt(deadline) => layer.handle_timeout(now()),
+            Some(admission) = admitted.recv() => core.admitted(admission, now()),
+            _ = sleep_until_opt(deadline) => {
+                let now = now();
+                core.layer.handle_timeout(now);
+                core.proxy.handle_timeout(&mut core.layer, now);
+            }
         }
-        drain(&shared, &mut layer, &registrar);
+        core.drain();
     }
 }
 
@@ -126,7 +172,7 @@ fn receive(
     // OPTIONS addressed to the core is answered statelessly (RFC 3261 §8.2.7): a
     // retransmission gets the same answer again, and keepalive and monitoring OPTIONS
     // never fill the transaction table.
-    if msg.method() == Some(&Method::Options) {
+    if msg.method() == Some(&Method::Options) && msg.routes().next().is_none() {
         if let Some(resp) = answer(&msg) {
             shared.send(&peer, resp.to_bytes());
         }
@@ -141,45 +187,214 @@ fn receive(
     }
 }
 
-/// Carries out what the transaction layer asks for, answering requests as the TU.
-fn drain(shared: &Arc<Shared>, layer: &mut TransactionLayer, registrar: &Arc<Registrar>) {
-    while let Some(action) = layer.poll_action() {
-        match action {
-            Action::Send {
-                to,
-                data,
-                transaction,
+impl Core {
+    /// Carries out what the transaction layer and the proxy ask for.
+    fn drain(&mut self) {
+        let now = now();
+        while let Some(action) = self.proxy.poll_action(&mut self.layer, now) {
+            match action {
+                Action::Send {
+                    to,
+                    data,
+                    transaction,
+                } => {
+                    if !self.shared.send(&from_core(&self.shared, &to), data) {
+                        if let Some(key) = transaction {
+                            self.layer.handle_transport_error(&key, now);
+                        }
+                    }
+                }
+                Action::ToUser(Event::Request {
+                    key: Some(key),
+                    request,
+                    peer,
+                }) => {
+                    let peer = from_core(&self.shared, &peer);
+                    let shared = self.shared.clone();
+                    let _ = crate::transport::guarded(&shared, &peer, || {
+                        self.request(key, request, peer, now);
+                    });
+                }
+                Action::ToUser(Event::Request {
+                    key: None,
+                    request,
+                    peer,
+                }) => self.ack(request, from_core(&self.shared, &peer)),
+                Action::ToUser(Event::Overloaded { request, peer }) => {
+                    self.shared
+                        .metrics
+                        .overloaded
+                        .fetch_add(1, Ordering::Relaxed);
+                    let mut resp = request.response(503, "Service Unavailable", Some(&new_tag()));
+                    add_header(&mut resp, "Retry-After", b"5");
+                    self.layer.send_stateless(peer, resp.to_bytes());
+                }
+                Action::ToUser(Event::StrayResponse { mut response, .. }) => {
+                    // A 2xx retransmitted after its transactions ended still goes back
+                    // (RFC 3261 §16.7, RFC 6026); anything else is dropped.
+                    let forwarded = response.status().is_some_and(|s| (200..300).contains(&s))
+                        && crate::proxy::stray_response_destination(&mut response).is_some_and(
+                            |to| {
+                                self.shared
+                                    .send(&from_core(&self.shared, &to), response.to_bytes())
+                            },
+                        );
+                    if !forwarded {
+                        self.shared
+                            .metrics
+                            .responses_dropped
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Action::ToUser(_) => {}
+            }
+        }
+        while let Some(ProxyEvent::Final {
+            server,
+            status,
+            ending,
+        }) = self.proxy.poll_event()
+        {
+            self.calls.finished(&server, status, ending);
+        }
+    }
+
+    /// A request that opened server transaction `key`.
+    fn request(&mut self, key: TransactionKey, request: Message, peer: Peer, now: Instant) {
+        let respond =
+            |layer: &mut TransactionLayer, request: &Message, status: u16, reason: &str| {
+                let resp = request.response(status, reason, Some(&new_tag()));
+                let _ = layer.respond(&key, resp, now);
+            };
+        match request.method() {
+            Some(Method::Register) => {
+                self.registrar.handle(&self.shared, key, request, peer);
+                return;
+            }
+            Some(Method::Cancel) => {
+                // RFC 3261 §16.10: 200 to the CANCEL, then cancel the branches (or,
+                // for an INVITE still being admitted, answer it 487 at once).
+                match self.layer.cancel_target(&request) {
+                    Some(invite) => {
+                        respond(&mut self.layer, &request, 200, "OK");
+                        if !self.proxy.cancel(&mut self.layer, &invite, now) {
+                            let resp =
+                                request.response(487, "Request Terminated", Some(&new_tag()));
+                            let _ = self.layer.respond(&invite, resp, now);
+                        }
+                    }
+                    None => respond(
+                        &mut self.layer,
+                        &request,
+                        481,
+                        "Call/Transaction Does Not Exist",
+                    ),
+                }
+                return;
+            }
+            _ => {}
+        }
+        let has_route = request.routes().next().is_some();
+        let has_user = request
+            .request_uri()
+            .and_then(|u| u.as_sip())
+            .is_some_and(|s| s.user.is_some());
+        if !has_route && !has_user {
+            // Addressed to the core itself.
+            if let Some(resp) = answer(&request) {
+                let _ = self.layer.respond(&key, resp, now);
+            }
+            return;
+        }
+        if request.max_forwards() == Some(0) {
+            respond(&mut self.layer, &request, 483, "Too Many Hops");
+            return;
+        }
+        if route::has_looped(&request, |_| true) {
+            respond(&mut self.layer, &request, 482, "Loop Detected");
+            return;
+        }
+        let mut request = request;
+        match resolve_in_dialog(&self.shared, &self.registrar, &mut request, &peer) {
+            InDialog::Forward(target) => {
+                if request.method() == Some(&Method::Bye) {
+                    self.calls.bye(&request);
+                }
+                let _ = self
+                    .proxy
+                    .forward(&mut self.layer, key, request, vec![target], now);
+            }
+            InDialog::Unreachable => {
+                respond(&mut self.layer, &request, 480, "Temporarily Unavailable")
+            }
+            InDialog::NotOurs => crate::proxy::admit(
+                self.shared.clone(),
+                self.registrar.clone(),
+                self.domains.clone(),
+                key,
+                request,
+                peer,
+                self.admissions.clone(),
+            ),
+        }
+    }
+
+    /// An ACK with no transaction of its own: the ACK for a 2xx, forwarded along its
+    /// dialog. Anything else is absorbed.
+    fn ack(&mut self, mut request: Message, peer: Peer) {
+        if request.routes().next().is_none() {
+            return;
+        }
+        if let InDialog::Forward(target) =
+            resolve_in_dialog(&self.shared, &self.registrar, &mut request, &peer)
+        {
+            if let Some(data) = crate::proxy::forward_stateless(&request, &target) {
+                self.shared
+                    .send(&from_core(&self.shared, &target.peer), data);
+            }
+        }
+    }
+
+    /// Admission decided: forward or answer, unless the request was cancelled or
+    /// ended meanwhile.
+    fn admitted(&mut self, admission: Admission, now: Instant) {
+        match admission {
+            Admission::Answer {
+                key,
+                response,
+                call,
             } => {
-                if !shared.send(&from_core(shared, &to), data) {
-                    if let Some(key) = transaction {
-                        layer.handle_transport_error(&key, now());
+                if let (Some(call), Some(status)) = (call, response.status()) {
+                    self.calls.refused(call, status);
+                }
+                let _ = self.layer.respond(&key, response, now);
+            }
+            Admission::Forward {
+                key,
+                request,
+                targets,
+                call,
+            } => {
+                let pending = matches!(
+                    self.layer.state(&key),
+                    Some(TransactionState::Trying | TransactionState::Proceeding)
+                );
+                if !pending {
+                    if let Some(call) = call {
+                        self.calls.refused(call, 487);
+                    }
+                    return;
+                }
+                if self
+                    .proxy
+                    .forward(&mut self.layer, key.clone(), request, targets, now)
+                    .is_ok()
+                {
+                    if let Some(call) = call {
+                        self.calls.forwarded(key, call);
                     }
                 }
             }
-            Action::ToUser(Event::Request {
-                key: Some(key),
-                request,
-                peer,
-            }) => {
-                if request.method() == Some(&Method::Register) {
-                    registrar.handle(shared, key, request, from_core(shared, &peer));
-                } else if let Some(resp) = answer(&request) {
-                    let _ = layer.respond(&key, resp, now());
-                }
-            }
-            Action::ToUser(Event::Overloaded { request, peer }) => {
-                shared.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
-                let mut resp = request.response(503, "Service Unavailable", Some(&new_tag()));
-                add_header(&mut resp, "Retry-After", b"5");
-                layer.send_stateless(peer, resp.to_bytes());
-            }
-            Action::ToUser(Event::StrayResponse { .. }) => {
-                shared
-                    .metrics
-                    .responses_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            Action::ToUser(_) => {}
         }
     }
 }
@@ -225,7 +440,7 @@ pub fn to_core(peer: &Peer) -> CorePeer {
     }
 }
 
-fn from_core(shared: &Shared, peer: &CorePeer) -> Peer {
+pub fn from_core(shared: &Shared, peer: &CorePeer) -> Peer {
     let transport = match peer.transport {
         Transport::Udp => ListenTransport::Udp,
         Transport::Tcp => ListenTransport::Tcp,

@@ -10,11 +10,13 @@
 #![allow(unreachable_pub)]
 
 mod admin;
+mod calls;
 mod config;
 mod core;
 mod guard;
 mod log;
 mod metrics;
+mod proxy;
 mod registrar;
 mod server;
 mod shared;

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use holdfast_core::digest::{DigestAuth, DigestConfig, Ha1, Verdict};
@@ -25,6 +25,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::shared::{Peer, Shared};
+
+/// Which challenge a request gets: 401 from the registrar, 407 from the proxy
+/// (RFC 3261 §22.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Challenge {
+    Registrar,
+    Proxy,
+}
 
 /// A response for the core task to send through the transaction `key`.
 #[derive(Debug)]
@@ -47,6 +55,10 @@ type CredentialCache = HashMap<(String, String), (Instant, Option<Ha1>)>;
 
 pub struct Registrar {
     store: Arc<SqliteStore>,
+    /// Flow tokens for the proxy's Record-Route, under the same secret as nonces.
+    pub tokens: holdfast_core::proxy::route::FlowTokens,
+    /// The bindings in memory: written by the location actor, read by the proxy.
+    location: Arc<RwLock<Location>>,
     auth: Mutex<DigestAuth>,
     cache: Mutex<CredentialCache>,
     user_failures: Mutex<HashMap<String, (u32, Instant)>>,
@@ -182,10 +194,14 @@ impl Registrar {
         }
         tracing::info!(bindings = count, "location service loaded");
         let (jobs, jobs_rx) = mpsc::channel(65_536);
+        let location = Arc::new(RwLock::new(location));
+        let secret = secret(cfg.nonce_secret.as_deref());
         let registrar = Arc::new(Registrar {
+            tokens: holdfast_core::proxy::route::FlowTokens::new(&secret),
             store: store.clone(),
+            location: location.clone(),
             auth: Mutex::new(DigestAuth::new(DigestConfig {
-                secret: secret(cfg.nonce_secret.as_deref()),
+                secret,
                 nonce_lifetime: cfg.nonce_lifetime_secs,
                 max_tracked_nonces: 1_000_000,
                 algorithms: cfg
@@ -273,16 +289,7 @@ impl Registrar {
         let Some(creds) = creds else {
             return Some(self.challenge(&request, &domain, false, now));
         };
-        // Some clients send `user@` or `user@domain` as the digest username.
-        let username = creds
-            .username
-            .as_deref()
-            .map(text)
-            .map(|u| {
-                u.split_once('@')
-                    .map_or(u.clone(), |(user, _)| user.to_string())
-            })
-            .unwrap_or_default();
+        let username = digest_user(&creds);
         let stored = self.credentials(&username, &domain).await;
         let verdict = self.auth.lock().unwrap_or_else(|e| e.into_inner()).verify(
             &creds,
@@ -335,6 +342,17 @@ impl Registrar {
     }
 
     fn challenge(&self, request: &Message, realm: &str, stale: bool, now: u64) -> Message {
+        self.challenge_with(request, realm, stale, now, Challenge::Registrar)
+    }
+
+    fn challenge_with(
+        &self,
+        request: &Message,
+        realm: &str,
+        stale: bool,
+        now: u64,
+        kind: Challenge,
+    ) -> Message {
         // Devices known to refuse a 401 that offers anything but MD5 get MD5 alone.
         let md5_only = request.header(HeaderName::UserAgent).is_some_and(|ua| {
             let ua = String::from_utf8_lossy(ua.raw_value()).to_ascii_lowercase();
@@ -348,11 +366,80 @@ impl Registrar {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .challenges(realm.as_bytes(), stale, now, algorithms);
-        let mut resp = request.response(401, "Unauthorized", Some(&crate::core::new_tag()));
+        let (status, reason, header) = match kind {
+            Challenge::Registrar => (401, "Unauthorized", "WWW-Authenticate"),
+            Challenge::Proxy => (407, "Proxy Authentication Required", "Proxy-Authenticate"),
+        };
+        let mut resp = request.response(status, reason, Some(&crate::core::new_tag()));
         for c in challenges {
-            crate::core::add_header(&mut resp, "WWW-Authenticate", &c);
+            crate::core::add_header(&mut resp, header, &c);
         }
         resp
+    }
+
+    /// The bindings of `aor`, best first.
+    pub fn bindings(&self, aor: &str) -> Vec<Binding> {
+        read(&self.location).lookup(aor).to_vec()
+    }
+
+    /// The binding whose Contact is `uri` (RFC 3261 §19.1.4 comparison): how a request
+    /// whose flow is unknown finds the device's current flow.
+    pub fn binding_for_contact(&self, uri: &holdfast_sip::Uri) -> Option<Binding> {
+        read(&self.location)
+            .iter()
+            .find(|b| b.uri().is_some_and(|u| u.equivalent(uri)))
+            .cloned()
+    }
+
+    /// Whether `user@domain` exists (cached like credentials).
+    pub async fn user_exists(&self, user: &str, domain: &str) -> bool {
+        self.credentials(user, domain).await.is_some()
+    }
+
+    /// Proxy authentication (RFC 3261 §22.3) of a request from a local user of
+    /// `domain` whose From user is `user`: `Ok` when its Proxy-Authorization verifies
+    /// for that user, else the answer (407 with a challenge, or 403 with the
+    /// registrar's anti-enumeration and ban rules).
+    pub async fn authorize(
+        &self,
+        shared: &Arc<Shared>,
+        request: &Message,
+        peer: &Peer,
+        user: &str,
+        domain: &str,
+    ) -> Result<(), Message> {
+        let now = unix_now();
+        let creds = request
+            .credentials(HeaderName::ProxyAuthorization)
+            .find_map(|c| match c {
+                Credentials::Digest(d) if d.realm.as_deref() == Some(domain.as_bytes()) => {
+                    Some(d.clone())
+                }
+                _ => None,
+            });
+        let Some(creds) = creds else {
+            return Err(self.challenge_with(request, domain, false, now, Challenge::Proxy));
+        };
+        let username = digest_user(&creds);
+        let stored = self.credentials(&username, domain).await;
+        let method = request.method().map(|m| m.as_bytes()).unwrap_or_default();
+        let verdict = self.auth.lock().unwrap_or_else(|e| e.into_inner()).verify(
+            &creds,
+            method,
+            domain.as_bytes(),
+            stored.as_ref(),
+            now,
+        );
+        match verdict {
+            Verdict::Stale => {
+                Err(self.challenge_with(request, domain, true, now, Challenge::Proxy))
+            }
+            Verdict::Authenticated if username == user => Ok(()),
+            _ => {
+                self.failed(shared, peer, &username, domain);
+                Err(request.response(403, "Forbidden", Some(&crate::core::new_tag())))
+            }
+        }
     }
 
     fn failed(&self, shared: &Arc<Shared>, peer: &Peer, username: &str, domain: &str) {
@@ -411,10 +498,31 @@ impl Registrar {
     }
 }
 
+/// The user a digest response names. Some clients send `user@` or `user@domain`.
+fn digest_user(creds: &holdfast_sip::auth::DigestCredentials) -> String {
+    creds
+        .username
+        .as_deref()
+        .map(text)
+        .map(|u| {
+            u.split_once('@')
+                .map_or(u.clone(), |(user, _)| user.to_string())
+        })
+        .unwrap_or_default()
+}
+
+fn read(location: &RwLock<Location>) -> std::sync::RwLockReadGuard<'_, Location> {
+    location.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(location: &RwLock<Location>) -> std::sync::RwLockWriteGuard<'_, Location> {
+    location.write().unwrap_or_else(|e| e.into_inner())
+}
+
 async fn location_actor(
     shared: Arc<Shared>,
     store: Arc<SqliteStore>,
-    mut location: Location,
+    location: Arc<RwLock<Location>>,
     config: RegistrarConfig,
     mut jobs: mpsc::Receiver<Job>,
     replies: mpsc::Sender<Reply>,
@@ -427,7 +535,7 @@ async fn location_actor(
             job = jobs.recv() => {
                 let Some(job) = job else { return };
                 let now = unix_now();
-                let current = location.lookup(&job.aor).to_vec();
+                let current = read(&location).lookup(&job.aor).to_vec();
                 match process_register(&config, &current, &job.request, &job.aor, &job.flow, now) {
                     RegisterOutcome::Reject(response) => {
                         let _ = replies.send(Reply { key: job.key, response }).await;
@@ -436,7 +544,7 @@ async fn location_actor(
                         let mut ops = Vec::with_capacity(bindings.len().saturating_add(1));
                         ops.push(BindingOp::RemoveAll { aor: aor.clone() });
                         ops.extend(bindings.iter().map(|b| BindingOp::Upsert(to_store(b, &node, now))));
-                        location.replace(&aor, bindings);
+                        write(&location).replace(&aor, bindings);
                         // Durable before answered. The change is queued on the writer
                         // now, in arrival order, and its commit awaited off the actor so
                         // that concurrent REGISTERs share one group commit.
@@ -464,7 +572,7 @@ async fn location_actor(
             }
             _ = tick.tick() => {
                 let now = unix_now();
-                let gone = location.expire(now);
+                let gone = write(&location).expire(now);
                 if !gone.is_empty() {
                     tracing::debug!(expired = gone.len(), "bindings expired");
                 }

@@ -100,11 +100,15 @@ pub async fn run(
     ensure_users(&store, &users).await?;
     let (reply_tx, reply_rx) = mpsc::channel(65_536);
     let registrar = crate::registrar::Registrar::start(&shared, store.clone(), reply_tx).await?;
+    let calls =
+        crate::calls::Calls::start(store.clone(), config.registrar.node_name.clone()).await?;
     let core = tokio::spawn(crate::core::run(
         shared.clone(),
         core_rx,
         registrar,
         reply_rx,
+        store.clone(),
+        calls,
     ));
     let mut tasks = Vec::new();
     for l in config.listeners() {
@@ -115,6 +119,11 @@ pub async fn run(
                         .with_context(|| format!("binding udp:{}", l.addr))?,
                 );
                 let local = sock.local_addr()?;
+                shared
+                    .locals
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(local);
                 shared
                     .udp
                     .write()
@@ -127,7 +136,13 @@ pub async fn run(
                 let listener = TcpListener::bind(l.addr)
                     .await
                     .with_context(|| format!("binding {}:{}", t.as_str(), l.addr))?;
-                tracing::info!(local = %listener.local_addr()?, transport = t.as_str(), "listening");
+                let local = listener.local_addr()?;
+                shared
+                    .locals
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(local);
+                tracing::info!(%local, transport = t.as_str(), "listening");
                 tasks.push(tokio::spawn(transport::stream::accept_loop(
                     shared.clone(),
                     listener,

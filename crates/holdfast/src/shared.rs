@@ -33,12 +33,23 @@ pub struct Inbound {
     pub peer: Peer,
 }
 
+/// The live stream connections, by id and by remote address (the newest one wins).
+#[derive(Debug, Default)]
+struct Connections {
+    by_id: HashMap<u64, ConnHandle>,
+    by_remote: HashMap<(ListenTransport, SocketAddr), u64>,
+}
+
 /// A live stream connection's outbound side.
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
     pub tx: mpsc::Sender<Bytes>,
     /// Signalled to close the connection (write queue overflow, shutdown).
     pub close: Arc<tokio::sync::Notify>,
+    /// The transport and remote address, so that a request for a device can find the
+    /// connection it keeps open when the one it registered over has been replaced.
+    pub transport: ListenTransport,
+    pub remote: SocketAddr,
 }
 
 #[derive(Debug)]
@@ -50,7 +61,9 @@ pub struct Shared {
     pub logs: LogLimiter,
     pub core_tx: mpsc::Sender<Inbound>,
     pub udp: RwLock<HashMap<SocketAddr, Arc<UdpSocket>>>,
-    conns: Mutex<HashMap<u64, ConnHandle>>,
+    /// Every listening socket's address: a Route naming one of them is holdfast's.
+    pub locals: RwLock<std::collections::HashSet<SocketAddr>>,
+    conns: Mutex<Connections>,
     next_conn: AtomicU64,
     pub open_connections: AtomicUsize,
     pub shutdown: watch::Receiver<bool>,
@@ -71,7 +84,8 @@ impl Shared {
             config,
             core_tx,
             udp: RwLock::new(HashMap::new()),
-            conns: Mutex::new(HashMap::new()),
+            locals: RwLock::new(std::collections::HashSet::new()),
+            conns: Mutex::new(Connections::default()),
             next_conn: AtomicU64::new(1),
             open_connections: AtomicUsize::new(0),
             shutdown,
@@ -88,27 +102,53 @@ impl Shared {
             .copied()
     }
 
+    /// Whether `addr` is one of holdfast's listening sockets (an unspecified listen
+    /// address matches any address on its port).
+    pub fn is_local(&self, addr: SocketAddr) -> bool {
+        let locals = self.locals.read().unwrap_or_else(|e| e.into_inner());
+        locals.contains(&addr)
+            || locals
+                .iter()
+                .any(|l| l.ip().is_unspecified() && l.port() == addr.port())
+    }
+
     pub fn register_conn(&self, handle: ConnHandle) -> u64 {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        self.conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, handle);
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns
+            .by_remote
+            .insert((handle.transport, handle.remote), id);
+        conns.by_id.insert(id, handle);
         id
     }
 
     pub fn unregister_conn(&self, id: u64) {
-        self.conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = conns.by_id.remove(&id) {
+            let key = (h.transport, h.remote);
+            if conns.by_remote.get(&key) == Some(&id) {
+                conns.by_remote.remove(&key);
+            }
+        }
     }
 
-    fn conn(&self, id: u64) -> Option<ConnHandle> {
-        self.conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
+    /// Connection `id`, or when it is gone (or not given) the live connection from the
+    /// same remote address over the same transport: a device that reconnected keeps
+    /// being reachable (RFC 5626 §5.3).
+    fn conn(
+        &self,
+        id: Option<u64>,
+        transport: ListenTransport,
+        remote: SocketAddr,
+    ) -> Option<ConnHandle> {
+        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        id.and_then(|id| conns.by_id.get(&id))
+            .or_else(|| {
+                conns
+                    .by_remote
+                    .get(&(transport, remote))
+                    .and_then(|id| conns.by_id.get(id))
+            })
             .cloned()
     }
 
@@ -117,6 +157,7 @@ impl Shared {
             .conns
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .by_id
             .values()
         {
             h.close.notify_one();
@@ -137,7 +178,7 @@ impl Shared {
                     .cloned();
                 sock.is_some_and(|s| s.try_send_to(&bytes, peer.remote).is_ok())
             }
-            (_, Some(id)) => match self.conn(id) {
+            (transport, id) => match self.conn(id, transport, peer.remote) {
                 Some(h) => match h.tx.try_send(bytes) {
                     Ok(()) => true,
                     Err(mpsc::error::TrySendError::Full(_)) => {
@@ -150,7 +191,6 @@ impl Shared {
                 },
                 None => false,
             },
-            (_, None) => false,
         };
         if sent {
             self.metrics.message_out(peer.transport);

@@ -152,6 +152,7 @@ async fn connection(
 /// batches.
 pub fn outbound<W>(
     shared: &Arc<Shared>,
+    peer: &Peer,
     mut writer: W,
 ) -> (u64, Arc<Notify>, tokio::task::JoinHandle<()>)
 where
@@ -162,6 +163,8 @@ where
     let id = shared.register_conn(ConnHandle {
         tx,
         close: close.clone(),
+        transport: peer.transport,
+        remote: peer.remote,
     });
     let closer = close.clone();
     let task = tokio::spawn(async move {
@@ -185,7 +188,7 @@ where
 {
     let (mut rd, wr) = tokio::io::split(io);
     let wr = Arc::new(tokio::sync::Mutex::new(wr));
-    let (id, close, writer) = outbound(&shared, move |batch: Vec<Bytes>| {
+    let (id, close, writer) = outbound(&shared, &peer, move |batch: Vec<Bytes>| {
         let wr = wr.clone();
         Box::pin(async move {
             let mut out = Vec::with_capacity(batch.iter().map(Bytes::len).sum());

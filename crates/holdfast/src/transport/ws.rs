@@ -117,7 +117,7 @@ where
         };
     let (sink, mut stream) = ws.split();
     let sink = Arc::new(tokio::sync::Mutex::new(sink));
-    let (id, close, writer) = super::stream::outbound(&shared, move |batch: Vec<Bytes>| {
+    let (id, close, writer) = super::stream::outbound(&shared, &peer, move |batch: Vec<Bytes>| {
         let sink = sink.clone();
         Box::pin(async move {
             let mut s = sink.lock().await;

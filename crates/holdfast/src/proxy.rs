@@ -1,0 +1,401 @@
+//! The proxy in the shell: deciding where a request goes, before the sans-IO proxy
+//! core ([`holdfast_core::proxy`]) forwards it.
+//!
+//! An out-of-dialog request (INVITE, MESSAGE, SUBSCRIBE, REFER …) is *admitted* off
+//! the core task, because it may need the directory:
+//!
+//! 1. From a local user (the From domain is one holdfast serves): proxy
+//!    authentication (407, RFC 3261 §22.3) with the registrar's digest logic, its
+//!    identical answers for every failure and its ban rules; the authenticated user
+//!    must be the From user.
+//! 2. To a domain holdfast does not serve: 403, there being no trunks (no open
+//!    relay). Nothing is ever resolved or sent to a host a request names.
+//! 3. To an unknown user: 404. To a user with no binding: 480.
+//! 4. Otherwise the targets are the AoR's bindings, each reached over the flow it
+//!    registered from (RFC 5626 §5.3), with its Path as Route.
+//!
+//! Dialog-creating requests are record-routed with flow tokens
+//! ([`holdfast_core::proxy::route`]): one Record-Route when both sides use the same
+//! socket, two when the call crosses transports or sockets (RFC 5658). An in-dialog
+//! request comes back with those Routes; the flow they name is where it goes
+//! ([`resolve_in_dialog`]), on the core task, without the directory.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use holdfast_core::proxy::route::{self, FlowTokens, FLOW_SEPARATOR};
+use holdfast_core::proxy::Target;
+use holdfast_core::registrar::Binding;
+use holdfast_core::{Peer as CorePeer, TransactionKey, Transport};
+use holdfast_sip::{Message, Method, NameAddr, Uri, Via};
+use holdfast_store::{Directory, SqliteStore};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::calls::CallStart;
+use crate::core::{new_tag, to_core};
+use crate::registrar::Registrar;
+use crate::shared::{Peer, Shared};
+
+/// What admission decided, for the core task.
+#[derive(Debug)]
+pub enum Admission {
+    /// Forward the request to these targets.
+    Forward {
+        key: TransactionKey,
+        request: Message,
+        targets: Vec<Target>,
+        call: Option<CallStart>,
+    },
+    /// Answer the request with this response.
+    Answer {
+        key: TransactionKey,
+        response: Message,
+        /// A call attempt refused after authentication gets a record too.
+        call: Option<CallStart>,
+    },
+}
+
+/// The domains holdfast serves, re-read from the directory at most every two seconds.
+pub struct Domains {
+    store: Arc<SqliteStore>,
+    cache: Mutex<(Option<Instant>, Arc<HashSet<String>>)>,
+}
+
+impl std::fmt::Debug for Domains {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Domains").finish_non_exhaustive()
+    }
+}
+
+const DOMAIN_TTL: Duration = Duration::from_secs(2);
+
+impl Domains {
+    pub fn new(store: Arc<SqliteStore>) -> Domains {
+        Domains {
+            store,
+            cache: Mutex::new((None, Arc::new(HashSet::new()))),
+        }
+    }
+
+    pub async fn serves(&self, domain: &str) -> bool {
+        let domain = domain.to_ascii_lowercase();
+        let (at, set) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if at.is_some_and(|t| t.elapsed() < DOMAIN_TTL) {
+            return set.contains(&domain);
+        }
+        let fresh: HashSet<String> = match self.store.list_domains().await {
+            Ok(list) => list.into_iter().map(|d| d.name).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "domain list unavailable");
+                return set.contains(&domain);
+            }
+        };
+        let found = fresh.contains(&domain);
+        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) =
+            (Some(Instant::now()), Arc::new(fresh));
+        found
+    }
+}
+
+/// `user@host` of a SIP or SIPS URI, the host lower-cased.
+pub fn aor_of_uri(uri: &Uri) -> Option<(String, String)> {
+    let sip = uri.as_sip()?;
+    let user = sip.user_unescaped()?;
+    let user = String::from_utf8_lossy(&user).into_owned();
+    let host = String::from_utf8_lossy(&sip.host_text).to_ascii_lowercase();
+    Some((user, host))
+}
+
+/// Methods whose out-of-dialog request makes a dialog, and so is record-routed.
+fn makes_dialog(method: &Method) -> bool {
+    matches!(
+        method,
+        Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
+    ) || method.as_bytes().eq_ignore_ascii_case(b"SUBSCRIBE")
+}
+
+/// The flow of a binding as the transaction layer's peer.
+fn binding_peer(b: &Binding) -> CorePeer {
+    CorePeer {
+        transport: b.flow.transport,
+        addr: b.flow.remote,
+        connection: b.flow.connection,
+        local: b.flow.local,
+    }
+}
+
+/// holdfast's socket toward a flow: its local address, or any UDP socket.
+fn local_of(shared: &Shared, peer: &CorePeer) -> SocketAddr {
+    peer.local
+        .or_else(|| shared.any_udp_local(peer.addr.is_ipv6()))
+        .unwrap_or(peer.addr)
+}
+
+/// Record-Route values (top first) for a dialog between `caller` and `callee`.
+pub fn record_routes(
+    shared: &Shared,
+    tokens: &FlowTokens,
+    caller: &CorePeer,
+    callee: &CorePeer,
+) -> Vec<String> {
+    let a = tokens.encode(caller);
+    let b = tokens.encode(callee);
+    let (la, lb) = (local_of(shared, caller), local_of(shared, callee));
+    if caller.transport == callee.transport && la == lb {
+        vec![route::record_route(
+            la,
+            caller.transport,
+            &format!("{a}{FLOW_SEPARATOR}{b}"),
+        )]
+    } else {
+        // RFC 5658: the top one faces the callee, the other the caller.
+        vec![
+            route::record_route(lb, callee.transport, &b),
+            route::record_route(la, caller.transport, &a),
+        ]
+    }
+}
+
+/// A target for a binding, reached over its flow.
+fn target_for(
+    shared: &Shared,
+    tokens: &FlowTokens,
+    binding: &Binding,
+    caller: &CorePeer,
+    record: bool,
+) -> Option<Target> {
+    let uri = binding.uri()?;
+    let peer = binding_peer(binding);
+    Some(Target {
+        uri,
+        record_route: if record {
+            record_routes(shared, tokens, caller, &peer)
+        } else {
+            Vec::new()
+        },
+        route: binding.path.clone(),
+        sent_by: local_of(shared, &peer).to_string(),
+        q: binding.q.unwrap_or(1000),
+        peer,
+    })
+}
+
+/// Unix milliseconds from the wall clock.
+#[allow(clippy::disallowed_methods)]
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Admits an out-of-dialog request off the core task; the decision goes to `out`.
+pub fn admit(
+    shared: Arc<Shared>,
+    registrar: Arc<Registrar>,
+    domains: Arc<Domains>,
+    key: TransactionKey,
+    request: Message,
+    peer: Peer,
+    out: mpsc::Sender<Admission>,
+) {
+    tokio::spawn(async move {
+        let decision = decide(&shared, &registrar, &domains, key, request, peer).await;
+        let _ = out.send(decision).await;
+    });
+}
+
+async fn decide(
+    shared: &Arc<Shared>,
+    registrar: &Registrar,
+    domains: &Domains,
+    key: TransactionKey,
+    request: Message,
+    peer: Peer,
+) -> Admission {
+    let answer = |request: &Message, status: u16, reason: &str| {
+        request.response(status, reason, Some(&new_tag()))
+    };
+    let from = request.from().map(|f| f.uri.clone());
+    let caller = from.as_ref().and_then(aor_of_uri);
+    // 1. A local user's request must prove who it is.
+    if let Some((user, domain)) = &caller {
+        if domains.serves(domain).await {
+            if let Err(response) = registrar
+                .authorize(shared, &request, &peer, user, domain)
+                .await
+            {
+                return Admission::Answer {
+                    key,
+                    response,
+                    call: None,
+                };
+            }
+        }
+    }
+    let call = CallStart::new(&request, &peer, caller.as_ref());
+    let refuse = |request: &Message, status: u16, reason: &str| Admission::Answer {
+        response: answer(request, status, reason),
+        key: key.clone(),
+        call: call.clone(),
+    };
+    // 2. No open relay: only domains holdfast serves.
+    let Some((user, domain)) = request.request_uri().and_then(aor_of_uri) else {
+        return refuse(&request, 416, "Unsupported URI Scheme");
+    };
+    if !domains.serves(&domain).await {
+        return refuse(&request, 403, "Relaying Forbidden");
+    }
+    // 3. The callee.
+    if !registrar.user_exists(&user, &domain).await {
+        return refuse(&request, 404, "Not Found");
+    }
+    let aor = format!("{user}@{domain}");
+    let caller_peer = to_core(&peer);
+    let record = request.method().is_some_and(makes_dialog);
+    let targets: Vec<Target> = registrar
+        .bindings(&aor)
+        .iter()
+        .filter_map(|b| target_for(shared, &registrar.tokens, b, &caller_peer, record))
+        .collect();
+    if targets.is_empty() {
+        return refuse(&request, 480, "Temporarily Unavailable");
+    }
+    Admission::Forward {
+        key,
+        request,
+        targets,
+        call,
+    }
+}
+
+/// Whether a Route value names holdfast: its user part is a verified flow token, or
+/// its host and port are one of holdfast's sockets.
+fn our_route(shared: &Shared, tokens: &FlowTokens, route: &NameAddr) -> Option<Vec<CorePeer>> {
+    let sip = route.uri.as_sip()?;
+    let flows = sip
+        .user
+        .as_ref()
+        .map(|u| tokens.decode_user(&String::from_utf8_lossy(u)))
+        .unwrap_or_default();
+    if !flows.is_empty() {
+        return Some(flows);
+    }
+    let ip = sip.host.ip()?;
+    let port = sip.port.unwrap_or(5060);
+    shared.is_local(SocketAddr::new(ip, port)).then(Vec::new)
+}
+
+/// Where an in-dialog request goes.
+#[derive(Debug)]
+pub enum InDialog {
+    /// Not for holdfast's dialogs (no Route of holdfast's on top).
+    NotOurs,
+    /// Forward to this target (the request's own Routes to holdfast are removed).
+    Forward(Target),
+    /// The dialog's device cannot be reached.
+    Unreachable,
+}
+
+/// Resolves a request whose top Route is holdfast's (RFC 3261 §16.4): pops every
+/// Route of holdfast's, then sends it over the flow the last one names: the one of
+/// the two that is not where the request came from, for a single Record-Route. A
+/// device that reconnected since is found by its remote address when the request is
+/// sent, or by its Contact in the location service.
+pub fn resolve_in_dialog(
+    shared: &Shared,
+    registrar: &Registrar,
+    request: &mut Message,
+    from: &Peer,
+) -> InDialog {
+    let tokens = &registrar.tokens;
+    let mut last: Option<Vec<CorePeer>> = None;
+    loop {
+        let flows = request
+            .routes()
+            .next()
+            .and_then(|r| our_route(shared, tokens, r));
+        let Some(flows) = flows else { break };
+        request.pop_route();
+        last = Some(flows);
+    }
+    let Some(flows) = last else {
+        return InDialog::NotOurs;
+    };
+    let came_from = |p: &CorePeer| p.addr == from.remote && p.transport == to_core(from).transport;
+    let chosen = match flows.as_slice() {
+        [one] => Some(*one),
+        [a, b] => match (came_from(a), came_from(b)) {
+            (true, false) => Some(*b),
+            (false, true) => Some(*a),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(uri) = request.request_uri().cloned() else {
+        return InDialog::Unreachable;
+    };
+    let peer = chosen.or_else(|| {
+        registrar
+            .binding_for_contact(&uri)
+            .map(|b| binding_peer(&b))
+    });
+    match peer {
+        Some(peer) => InDialog::Forward(Target {
+            uri,
+            route: Vec::new(),
+            record_route: Vec::new(),
+            sent_by: local_of(shared, &peer).to_string(),
+            q: 1000,
+            peer,
+        }),
+        None => InDialog::Unreachable,
+    }
+}
+
+/// The ACK for a 2xx, forwarded statelessly along its dialog (RFC 3261 §16.11 for a
+/// request with no transaction of its own).
+pub fn forward_stateless(request: &Message, target: &Target) -> Option<Bytes> {
+    let mut out = request.clone();
+    out.decrement_max_forwards()?;
+    out.set_request_uri(target.uri.clone());
+    let via = Via::new(
+        target.peer.transport.as_str(),
+        &target.sent_by,
+        &route::branch(request),
+    )?;
+    out.push_via(&via);
+    Some(out.to_bytes())
+}
+
+/// A response that matches no transaction, forwarded statelessly to the next Via
+/// (RFC 3261 §16.11): the retransmitted 2xx of an INVITE whose transactions ended.
+pub fn stray_response_destination(response: &mut Message) -> Option<CorePeer> {
+    let ours = response
+        .top_via()?
+        .branch()?
+        .starts_with(route::BRANCH_PREFIX.as_bytes());
+    if !ours {
+        return None;
+    }
+    response.pop_via();
+    let via = response.top_via()?;
+    let transport = Transport::from_via(&via.transport)?;
+    let ip = via
+        .received()
+        .and_then(|h| h.ip())
+        .or_else(|| via.host.ip())?;
+    let port = match via.rport() {
+        Some(Some(p)) => p,
+        _ => via.port_or_default(),
+    };
+    Some(CorePeer {
+        transport,
+        addr: SocketAddr::new(ip, port),
+        connection: None,
+        local: None,
+    })
+}
