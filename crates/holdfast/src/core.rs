@@ -198,8 +198,19 @@ impl Core {
                     data,
                     transaction,
                 } => {
-                    if !self.shared.send(&from_core(&self.shared, &to), data) {
-                        if let Some(key) = transaction {
+                    let peer = from_core(&self.shared, &to);
+                    let request = transaction
+                        .as_ref()
+                        .is_some_and(|k| k.role() == holdfast_core::Role::Client);
+                    if !self.shared.send(&peer, data.clone()) {
+                        if request && peer.transport == ListenTransport::Tcp {
+                            // The device's connection is gone: open a new one.
+                            crate::transport::stream::connect_and_send(
+                                self.shared.clone(),
+                                peer.remote,
+                                data,
+                            );
+                        } else if let Some(key) = transaction {
                             self.layer.handle_transport_error(&key, now);
                         }
                     }
@@ -322,7 +333,7 @@ impl Core {
                 }
                 let _ = self
                     .proxy
-                    .forward(&mut self.layer, key, request, vec![target], now);
+                    .forward(&mut self.layer, key, request, vec![*target], now);
             }
             InDialog::Unreachable => {
                 respond(&mut self.layer, &request, 480, "Temporarily Unavailable")

@@ -295,7 +295,7 @@ pub enum InDialog {
     /// Not for holdfast's dialogs (no Route of holdfast's on top).
     NotOurs,
     /// Forward to this target (the request's own Routes to holdfast are removed).
-    Forward(Target),
+    Forward(Box<Target>),
     /// The dialog's device cannot be reached.
     Unreachable,
 }
@@ -344,14 +344,14 @@ pub fn resolve_in_dialog(
             .map(|b| binding_peer(&b))
     });
     match peer {
-        Some(peer) => InDialog::Forward(Target {
+        Some(peer) => InDialog::Forward(Box::new(Target {
             uri,
             route: Vec::new(),
             record_route: Vec::new(),
             sent_by: local_of(shared, &peer).to_string(),
             q: 1000,
             peer,
-        }),
+        })),
         None => InDialog::Unreachable,
     }
 }

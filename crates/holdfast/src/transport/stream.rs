@@ -182,8 +182,54 @@ where
 }
 
 /// Serves one TCP or TLS connection until it closes, fails or breaks a limit.
-pub async fn serve<S>(shared: Arc<Shared>, io: S, peer: Peer, _permit: ConnPermit)
+pub async fn serve<S>(shared: Arc<Shared>, io: S, peer: Peer, permit: ConnPermit)
 where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    serve_with(shared, io, peer, permit, None).await;
+}
+
+/// Opens a TCP connection to a device whose connection is gone (RFC 3261 §18.1.1:
+/// a request over TCP opens a connection when none is open) and sends `data` over it.
+/// Only addresses a device registered from reach here, never a host a message names.
+pub fn connect_and_send(shared: Arc<Shared>, remote: SocketAddr, data: Bytes) {
+    tokio::spawn(async move {
+        let Some(permit) = admit(&shared, remote, ListenTransport::Tcp) else {
+            return;
+        };
+        let connect = TcpStream::connect(remote);
+        let tcp = match tokio::time::timeout(Duration::from_secs(5), connect).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => {
+                tracing::debug!(%remote, error = %e, "connection to a device failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "connection to a device timed out");
+                return;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let Ok(local) = tcp.local_addr() else {
+            return;
+        };
+        let peer = Peer {
+            transport: ListenTransport::Tcp,
+            remote,
+            local,
+            conn: None,
+        };
+        serve_with(shared, tcp, peer, permit, Some(data)).await;
+    });
+}
+
+async fn serve_with<S>(
+    shared: Arc<Shared>,
+    io: S,
+    peer: Peer,
+    _permit: ConnPermit,
+    first: Option<Bytes>,
+) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (mut rd, wr) = tokio::io::split(io);
@@ -206,6 +252,9 @@ where
         conn: Some(id),
         ..peer
     };
+    if let Some(data) = first {
+        shared.send(&peer, data);
+    }
     read_loop(&shared, &mut rd, &peer, &close).await;
     shared.unregister_conn(id);
     writer.abort();
