@@ -18,7 +18,7 @@
 //!
 //! Time is an input (seconds since the Unix epoch); nothing here reads a clock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
@@ -81,6 +81,10 @@ pub struct DigestAuth {
     config: DigestConfig,
     /// nonce → (issued at, highest nonce-count seen).
     counts: HashMap<Bytes, (u64, u32)>,
+    /// The tracked nonces in the order they were first used, with that time: a
+    /// nonce first used at `t` is stale by `t + nonce_lifetime` at the latest, so the
+    /// front of this queue is always the next to forget, in O(1).
+    order: VecDeque<(u64, Bytes)>,
     /// The next challenge's salt.
     salt: u64,
 }
@@ -115,6 +119,7 @@ impl DigestAuth {
             salt: config.salt_seed,
             config,
             counts: HashMap::new(),
+            order: VecDeque::new(),
         }
     }
 
@@ -262,18 +267,33 @@ impl DigestAuth {
             *seen = nc;
             return Verdict::Authenticated;
         }
+        self.forget_stale(now);
         if self.counts.len() >= self.config.max_tracked_nonces {
-            let lifetime = self.config.nonce_lifetime;
-            self.counts
-                .retain(|_, (t, _)| now.saturating_sub(*t) <= lifetime);
-            if self.counts.len() >= self.config.max_tracked_nonces {
-                // Still full of live nonces: this one cannot be tracked, so it cannot
-                // be used; an honest client retries with a fresh nonce.
-                return Verdict::Stale;
-            }
+            // Full of live nonces: this one cannot be tracked, so it cannot be used;
+            // an honest client retries with a fresh nonce.
+            return Verdict::Stale;
         }
         self.counts.insert(nonce.clone(), (issued, nc));
+        self.order.push_back((now, nonce.clone()));
         Verdict::Authenticated
+    }
+
+    /// Forgets the counts of nonces that are stale whatever their count.
+    fn forget_stale(&mut self, now: u64) {
+        let lifetime = self.config.nonce_lifetime;
+        while let Some((first_used, _)) = self.order.front() {
+            if now.saturating_sub(*first_used) <= lifetime {
+                break;
+            }
+            if let Some((_, nonce)) = self.order.pop_front() {
+                self.counts.remove(&nonce);
+            }
+        }
+    }
+
+    /// Nonces whose counts are remembered now.
+    pub fn tracked_nonces(&self) -> usize {
+        self.counts.len()
     }
 }
 
@@ -467,6 +487,41 @@ mod tests {
         }
         let only_md5 = a.challenges(realm.as_bytes(), false, 1000, Some(&[Algorithm::Md5]));
         assert_eq!(only_md5.len(), 1);
+    }
+
+    #[test]
+    fn the_nonce_table_forgets_stale_nonces_and_refuses_past_its_cap() {
+        let mut a = DigestAuth::new(DigestConfig {
+            max_tracked_nonces: 3,
+            ..auth().config
+        });
+        let realm = "example.com";
+        let stored = Ha1::from_password("alice", realm, "pw");
+        let mut use_fresh = |a: &mut DigestAuth, now: u64| {
+            let n = a.nonce(realm.as_bytes(), now);
+            let c = respond(
+                Algorithm::Md5,
+                "alice",
+                realm,
+                "pw",
+                &n,
+                1,
+                "sip:example.com",
+            );
+            a.verify(&c, b"REGISTER", realm.as_bytes(), Some(&stored), now)
+        };
+        for now in [1000, 1001, 1002] {
+            assert_eq!(use_fresh(&mut a, now), Verdict::Authenticated);
+        }
+        // Full of live nonces: a fourth cannot be tracked, so it is refused as stale.
+        assert_eq!(use_fresh(&mut a, 1003), Verdict::Stale);
+        assert_eq!(a.tracked_nonces(), 3);
+        // Once the first has outlived the nonce lifetime it is forgotten, and there is
+        // room again; the table never holds a stale nonce for longer than that.
+        assert_eq!(use_fresh(&mut a, 1301), Verdict::Authenticated);
+        assert_eq!(a.tracked_nonces(), 3);
+        assert_eq!(use_fresh(&mut a, 1700), Verdict::Authenticated);
+        assert_eq!(a.tracked_nonces(), 1);
     }
 
     #[test]

@@ -180,6 +180,11 @@ pub struct RegistrarSettings {
     pub flow_timer: u32,
     /// Seconds a digest nonce stays valid.
     pub nonce_lifetime_secs: u64,
+    /// Most nonces whose counts are remembered at once (replay protection, RFC 7616
+    /// §3.3). A nonce is forgotten once it is stale, so this bounds the rate of new
+    /// authentications to max_tracked_nonces / nonce_lifetime_secs a second; each
+    /// entry costs about 150 bytes. Past it a device is asked to retry (stale=true).
+    pub max_tracked_nonces: usize,
     /// The secret nonces are signed with (hex or any text). Give every node of a
     /// cluster the same one; when absent a random one is made at start.
     pub nonce_secret: Option<String>,
@@ -205,6 +210,7 @@ impl Default for RegistrarSettings {
             max_contacts: 10,
             flow_timer: 120,
             nonce_lifetime_secs: 300,
+            max_tracked_nonces: 2_000_000,
             nonce_secret: None,
             auth_failures_per_user: 20,
             node_name: "holdfast".into(),

@@ -203,7 +203,7 @@ impl Registrar {
             auth: Mutex::new(DigestAuth::new(DigestConfig {
                 secret,
                 nonce_lifetime: cfg.nonce_lifetime_secs,
-                max_tracked_nonces: 1_000_000,
+                max_tracked_nonces: cfg.max_tracked_nonces,
                 algorithms: cfg
                     .digest_algorithms
                     .iter()
@@ -559,8 +559,15 @@ async fn location_actor(
                             let response = match result {
                                 Ok(()) => response,
                                 Err(e) => {
-                                    tracing::error!(error = %e, "binding not stored; answering 500");
-                                    let mut r = request.response(500, "Server Internal Error", Some(&crate::core::new_tag()));
+                                    // A full writer queue is overload (503, try again);
+                                    // anything else is a fault of the store (500).
+                                    let (status, reason) = if e.is_retryable() {
+                                        (503, "Service Unavailable")
+                                    } else {
+                                        (500, "Server Internal Error")
+                                    };
+                                    tracing::error!(error = %e, status, "binding not stored");
+                                    let mut r = request.response(status, reason, Some(&crate::core::new_tag()));
                                     crate::core::add_header(&mut r, "Retry-After", b"5");
                                     r
                                 }
