@@ -497,7 +497,7 @@ mod tests {
         });
         let realm = "example.com";
         let stored = Ha1::from_password("alice", realm, "pw");
-        let mut use_fresh = |a: &mut DigestAuth, now: u64| {
+        let use_fresh = |a: &mut DigestAuth, now: u64| {
             let n = a.nonce(realm.as_bytes(), now);
             let c = respond(
                 Algorithm::Md5,
