@@ -126,12 +126,16 @@ fn run_batch(
     tx.commit().map_err(sqlite_error)
 }
 
+/// Runs one write in its own savepoint. The savepoint statements are prepared once and
+/// reused: they run for every write, and preparing SQL costs more than running it.
 fn run_in_savepoint(tx: &mut Transaction<'_>, job: &mut dyn WriteJob) -> Result<(), StoreError> {
-    let savepoint = tx.savepoint().map_err(sqlite_error)?;
-    if job.run(&savepoint) {
-        savepoint.commit().map_err(sqlite_error)?;
+    let conn: &Connection = tx;
+    execute_cached(conn, "SAVEPOINT job")?;
+    if job.run(conn) {
+        execute_cached(conn, "RELEASE job")?;
     } else {
-        savepoint.finish().map_err(sqlite_error)?; // rolls back: the default drop behaviour
+        execute_cached(conn, "ROLLBACK TO job")?;
+        execute_cached(conn, "RELEASE job")?;
     }
     // Some errors (I/O, disk full) make SQLite roll back the whole transaction; the
     // connection is then back in autocommit mode, and further writes would each commit
@@ -143,4 +147,11 @@ fn run_in_savepoint(tx: &mut Transaction<'_>, job: &mut dyn WriteJob) -> Result<
         });
     }
     Ok(())
+}
+
+fn execute_cached(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.execute([]))
+        .map(|_| ())
+        .map_err(sqlite_error)
 }

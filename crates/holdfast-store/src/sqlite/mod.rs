@@ -90,6 +90,8 @@ pub struct WriterStats {
 const WRITE_QUEUE: usize = 4096;
 /// How many reads may wait for the reader thread.
 const READ_QUEUE: usize = 1024;
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
 
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
@@ -161,6 +163,9 @@ impl SqliteStore {
             .pragma_update(None, "foreign_keys", "ON")
             .map_err(sqlite_error)?;
         schema::migrate(&mut writer)?;
+        // Every statement the store runs stays prepared: there are fewer of them than
+        // this, so none is ever prepared twice.
+        writer.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
 
         let reader = Connection::open_with_flags(
             &path,
@@ -170,6 +175,7 @@ impl SqliteStore {
         reader
             .busy_timeout(config.busy_timeout)
             .map_err(sqlite_error)?;
+        reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
 
         let counters = Arc::new(Counters::default());
         let (write_tx, write_rx) = mpsc::channel::<Box<dyn WriteJob>>(WRITE_QUEUE);
