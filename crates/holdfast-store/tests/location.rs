@@ -218,6 +218,54 @@ async fn ops_apply_in_order_and_all_or_none() {
 }
 
 #[tokio::test]
+async fn queued_changes_apply_in_order_and_an_invalid_one_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let aor = "alice@example.com";
+    let first = store
+        .queue_apply_each(vec![
+            vec![BindingOp::Upsert(binding(aor, "sip:a@192.0.2.1", NOW + 60))],
+            // Refused before it reaches the database; its neighbours are not affected.
+            vec![
+                BindingOp::RemoveAll { aor: aor.into() },
+                BindingOp::Upsert(binding(aor, "", NOW + 60)),
+            ],
+            vec![BindingOp::Upsert(binding(aor, "sip:b@192.0.2.2", NOW + 60))],
+        ])
+        .unwrap();
+    // Queued after the first without waiting for it: applied after it.
+    let second = store
+        .queue_apply_each(vec![vec![
+            BindingOp::RemoveAll { aor: aor.into() },
+            BindingOp::Upsert(binding(aor, "sip:c@192.0.2.3", NOW + 60)),
+        ]])
+        .unwrap();
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    assert!(first[0].is_ok() && first[2].is_ok(), "{first:?}");
+    assert!(
+        matches!(
+            first[1],
+            Err(StoreError::Invalid {
+                field: "contact",
+                ..
+            })
+        ),
+        "{first:?}"
+    );
+    assert!(second[0].is_ok(), "{second:?}");
+    assert_eq!(
+        contacts(&store.load_unexpired(NOW).await.unwrap()),
+        ["sip:c@192.0.2.3"]
+    );
+    assert!(store
+        .queue_apply_each(Vec::new())
+        .unwrap()
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
 async fn expiry_filters_loads_and_purge_deletes() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();

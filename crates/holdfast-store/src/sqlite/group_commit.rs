@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite_error;
@@ -103,19 +103,39 @@ pub(super) fn run(
 }
 
 /// Runs `batch` and whatever else is queued, up to `max_batch` writes, in one
-/// transaction, and commits it.
+/// transaction, and commits it. `BEGIN IMMEDIATE` takes the write lock up front, under
+/// the busy timeout; a batch that fails is rolled back.
 fn run_batch(
     conn: &mut Connection,
     queue: &mut mpsc::Receiver<Box<dyn WriteJob>>,
     batch: &mut Vec<Box<dyn WriteJob>>,
     max_batch: usize,
 ) -> Result<(), StoreError> {
-    let mut tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(sqlite_error)?;
+    execute_cached(conn, "BEGIN IMMEDIATE")?;
+    let result =
+        run_jobs(conn, queue, batch, max_batch).and_then(|()| execute_cached(conn, "COMMIT"));
+    if result.is_err() && !conn.is_autocommit() {
+        // The batch's error is what its writers are told; a failed rollback leaves
+        // nothing more to do than the next BEGIN failing in turn.
+        let _ = execute_cached(conn, "ROLLBACK");
+    }
+    result
+}
+
+fn run_jobs(
+    conn: &Connection,
+    queue: &mut mpsc::Receiver<Box<dyn WriteJob>>,
+    batch: &mut Vec<Box<dyn WriteJob>>,
+    max_batch: usize,
+) -> Result<(), StoreError> {
     let mut next = 0_usize;
     while let Some(job) = batch.get_mut(next) {
-        run_in_savepoint(&mut tx, job.as_mut())?;
+        // The job keeps its own result; only the batch's error stops the batch.
+        let _own = in_savepoint(
+            conn,
+            JOB,
+            |conn| if job.run(conn) { Ok(()) } else { Err(()) },
+        )?;
         next = next.saturating_add(1);
         if batch.len() < max_batch {
             if let Ok(job) = queue.try_recv() {
@@ -123,30 +143,58 @@ fn run_batch(
             }
         }
     }
-    tx.commit().map_err(sqlite_error)
+    Ok(())
 }
 
-/// Runs one write in its own savepoint. The savepoint statements are prepared once and
-/// reused: they run for every write, and preparing SQL costs more than running it.
-fn run_in_savepoint(tx: &mut Transaction<'_>, job: &mut dyn WriteJob) -> Result<(), StoreError> {
-    let conn: &Connection = tx;
-    execute_cached(conn, "SAVEPOINT job")?;
-    if job.run(conn) {
-        execute_cached(conn, "RELEASE job")?;
-    } else {
-        execute_cached(conn, "ROLLBACK TO job")?;
-        execute_cached(conn, "RELEASE job")?;
+/// The statements of one savepoint name.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SavepointSql {
+    begin: &'static str,
+    release: &'static str,
+    rollback: &'static str,
+}
+
+/// The savepoint around each write of a batch.
+const JOB: SavepointSql = SavepointSql {
+    begin: "SAVEPOINT job",
+    release: "RELEASE job",
+    rollback: "ROLLBACK TO job",
+};
+
+/// A savepoint nested in a write, around each of its parts that fail alone.
+pub(super) const PART: SavepointSql = SavepointSql {
+    begin: "SAVEPOINT part",
+    release: "RELEASE part",
+    rollback: "ROLLBACK TO part",
+};
+
+/// Runs `work` in a savepoint: kept when it succeeds, rolled back when it fails, and
+/// its result returned either way. The outer error is the batch's: the savepoint
+/// itself failed, or the database rolled the whole transaction back.
+///
+/// The savepoint statements are prepared once and reused: they run for every write,
+/// and preparing SQL costs more than running it.
+pub(super) fn in_savepoint<T, E>(
+    conn: &Connection,
+    sql: SavepointSql,
+    work: impl FnOnce(&Connection) -> Result<T, E>,
+) -> Result<Result<T, E>, StoreError> {
+    execute_cached(conn, sql.begin)?;
+    let result = work(conn);
+    if result.is_err() {
+        execute_cached(conn, sql.rollback)?;
     }
+    execute_cached(conn, sql.release)?;
     // Some errors (I/O, disk full) make SQLite roll back the whole transaction; the
     // connection is then back in autocommit mode, and further writes would each commit
     // on their own. Stop the batch instead: every write in it fails.
-    if tx.is_autocommit() {
+    if conn.is_autocommit() {
         return Err(StoreError::Backend {
             kind: BackendKind::Database,
             message: "the database rolled the transaction back".to_owned(),
         });
     }
-    Ok(())
+    Ok(result)
 }
 
 fn execute_cached(conn: &Connection, sql: &str) -> Result<(), StoreError> {

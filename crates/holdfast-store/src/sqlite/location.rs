@@ -3,6 +3,7 @@
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, Row};
 
+use super::group_commit::{in_savepoint, PART};
 use super::sqlite_error;
 use crate::error::StoreError;
 use crate::location::{Binding, BindingIdentity, BindingOp};
@@ -50,6 +51,22 @@ pub(super) fn apply(conn: &Connection, ops: &[BindingOp]) -> Result<(), StoreErr
         }
     }
     Ok(())
+}
+
+/// Applies each change (one REGISTER's ops) in a savepoint of its own: a change that
+/// was refused before it got here, or fails, is not applied and fails alone. Fails as
+/// a whole only when the transaction itself is lost.
+pub(super) fn apply_each(
+    conn: &Connection,
+    changes: Vec<Result<Vec<BindingOp>, StoreError>>,
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    changes
+        .into_iter()
+        .map(|change| match change {
+            Ok(ops) => in_savepoint(conn, PART, |conn| apply(conn, &ops)),
+            Err(refused) => Ok(Err(refused)),
+        })
+        .collect()
 }
 
 fn upsert(conn: &Connection, binding: &Binding) -> Result<(), StoreError> {

@@ -162,6 +162,13 @@ impl SqliteStore {
         writer
             .pragma_update(None, "foreign_keys", "ON")
             .map_err(sqlite_error)?;
+        // Every write runs in a savepoint, whose undo copies of the pages it changes go
+        // to a temporary journal: in memory, not in a file created for each write. It
+        // never holds more than one batch's changed pages, and nothing in it is needed
+        // for durability (that is the WAL's job).
+        writer
+            .pragma_update(None, "temp_store", "MEMORY")
+            .map_err(sqlite_error)?;
         schema::migrate(&mut writer)?;
         // Every statement the store runs stays prepared: there are fewer of them than
         // this, so none is ever prepared twice.
@@ -213,9 +220,7 @@ impl SqliteStore {
     }
 
     /// Queues `ops` on the writer now, in call order, and returns a future that
-    /// resolves once they are durable. A caller that must keep successive changes in
-    /// order (the location actor) queues them one after another without waiting for
-    /// each commit, so they still share group commits. A full queue is
+    /// resolves once they are durable. A full queue is
     /// [`BackendKind::Busy`](crate::BackendKind::Busy).
     pub fn queue_apply(
         &self,
@@ -223,6 +228,28 @@ impl SqliteStore {
     ) -> Result<impl Future<Output = Result<(), StoreError>> + Send + 'static, StoreError> {
         ops.iter().try_for_each(validate_op)?;
         self.try_write(move |conn: &Connection| location::apply(conn, &ops))
+    }
+
+    /// Queues changes of the location service (each one REGISTER's ops) on the writer
+    /// now, in call order, as one write, and returns a future that resolves once they
+    /// are durable, with each change's own result: a change that is invalid or fails
+    /// is not applied and fails alone. A caller that must keep successive changes in
+    /// order (the location actor) queues them one after another without waiting for
+    /// each commit, so they still share group commits. A full queue is
+    /// [`BackendKind::Busy`](crate::BackendKind::Busy); nothing is queued then.
+    #[allow(clippy::type_complexity)] // a nested result: the batch's, then each change's
+    pub fn queue_apply_each(
+        &self,
+        changes: Vec<Vec<BindingOp>>,
+    ) -> Result<
+        impl Future<Output = Result<Vec<Result<(), StoreError>>, StoreError>> + Send + 'static,
+        StoreError,
+    > {
+        let changes: Vec<_> = changes
+            .into_iter()
+            .map(|ops| ops.iter().try_for_each(validate_op).map(|()| ops))
+            .collect();
+        self.try_write(move |conn: &Connection| location::apply_each(conn, changes))
     }
 
     /// [`Cdrs::record`] for a caller that cannot wait to queue (the core's event
