@@ -178,13 +178,18 @@ fn receive(
         }
         return;
     }
-    if let Err(e) = layer.handle_message(msg.clone(), to_core(&peer), now) {
-        // The request lacks what transaction matching needs: answer statelessly.
-        if msg.is_request() && msg.method() != Some(&Method::Ack) {
-            let resp = msg.response(400, &format!("Bad Request ({e})"), Some(&new_tag()));
-            shared.send(&peer, resp.to_bytes());
+    // A request that lacks what transaction matching needs is answered statelessly.
+    // Checked here so that the message goes to the layer without a copy kept for that.
+    if msg.is_request() {
+        if let Err(e) = TransactionKey::server(&msg) {
+            if msg.method() != Some(&Method::Ack) {
+                let resp = msg.response(400, &format!("Bad Request ({e})"), Some(&new_tag()));
+                shared.send(&peer, resp.to_bytes());
+            }
+            return;
         }
     }
+    let _ = layer.handle_message(msg, to_core(&peer), now);
 }
 
 impl Core {
