@@ -86,6 +86,8 @@ pub async fn run(
         admissions,
     };
     let mut batch = Vec::with_capacity(64);
+    let mut answered = Vec::with_capacity(64);
+    let mut replies_closed = false;
     loop {
         let deadline = [core.layer.poll_timeout(), core.proxy.poll_timeout()]
             .into_iter()
@@ -107,8 +109,12 @@ pub async fn run(
                     });
                 }
             }
-            Some(reply) = replies.recv() => {
-                let _ = core.layer.respond(&reply.key, reply.response, now());
+            n = replies.recv_many(&mut answered, 64), if !replies_closed => {
+                replies_closed = n == 0;
+                let now = now();
+                for reply in answered.drain(..) {
+                    let _ = core.layer.respond(&reply.key, reply.response, now);
+                }
             }
             Some(admission) = admitted.recv() => core.admitted(admission, now()),
             _ = sleep_until_opt(deadline) => {
@@ -284,7 +290,9 @@ impl Core {
             };
         match request.method() {
             Some(Method::Register) => {
-                self.registrar.handle(&self.shared, key, request, peer);
+                if let Some(resp) = self.registrar.handle(&self.shared, &key, request, peer) {
+                    let _ = self.layer.respond(&key, resp, now);
+                }
                 return;
             }
             Some(Method::Cancel) => {

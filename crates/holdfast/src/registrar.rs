@@ -2,11 +2,13 @@
 //! location actor that owns the in-memory bindings, and durable commits before any
 //! 200 is sent.
 //!
-//! A REGISTER travels: core task (server transaction) → an auth task (credentials from
-//! a short-lived cache or the store; nonce check) → the location actor (RFC 3261 §10.3
-//! decisions on the AoR's current bindings, applied in memory in arrival order) → the
-//! store's group commit → the 200 back to the core task, which answers through the
-//! transaction. Nothing is answered 200 before its binding is on disk.
+//! A REGISTER travels: core task (server transaction; the challenge, and the digest
+//! check when the user's credentials are in the short-lived cache, happen right there;
+//! otherwise a task asks the store first) → the location actor (RFC 3261 §10.3
+//! decisions on the AoR's current bindings, applied in memory in arrival order, a batch
+//! of REGISTERs at a time) → the store's group commit, one write per batch → the 200s
+//! back to the core task, which answers through the transactions. Nothing is answered
+//! 200 before its binding is on disk.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,9 +20,9 @@ use holdfast_core::registrar::{
     aor_of, process_register, Binding, Flow, Location, RegisterOutcome, RegistrarConfig,
 };
 use holdfast_core::{TransactionKey, Transport};
-use holdfast_sip::auth::{Algorithm, Credentials};
+use holdfast_sip::auth::{Algorithm, Credentials, DigestCredentials};
 use holdfast_sip::{HeaderName, Message};
-use holdfast_store::{BindingOp, Directory, Location as LocationStore, SqliteStore};
+use holdfast_store::{BindingOp, Directory, Location as LocationStore, SqliteStore, StoreError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -49,9 +51,40 @@ struct Job {
 }
 
 const CREDENTIAL_TTL: Duration = Duration::from_secs(5);
+/// Most users whose credentials are cached at once; past it the cache starts over.
+const CREDENTIAL_CACHE: usize = 200_000;
+/// Most REGISTERs the location actor takes at once: one store write for all of them.
+const LOCATION_BATCH: usize = 256;
 
-/// (username, domain) → when looked up, and the HA1 values (None: no such user).
-type CredentialCache = HashMap<(String, String), (Instant, Option<Ha1>)>;
+/// When a user's credentials were looked up, and what was found.
+type CachedHa1 = (Instant, Option<Arc<Ha1>>);
+
+/// The credentials looked up lately: domain → username → when looked up, and the HA1
+/// values (None: no such user). Two levels, so that a lookup allocates nothing.
+#[derive(Debug, Default)]
+struct CredentialCache {
+    by_domain: HashMap<String, HashMap<String, CachedHa1>>,
+    len: usize,
+}
+
+impl CredentialCache {
+    /// The cached answer for `username@domain`, if it is fresh: `Some(None)` is a
+    /// cached "no such user".
+    fn get(&self, username: &str, domain: &str, now: Instant) -> Option<Option<Arc<Ha1>>> {
+        let (at, ha1) = self.by_domain.get(domain)?.get(username)?;
+        (now.saturating_duration_since(*at) < CREDENTIAL_TTL).then(|| ha1.clone())
+    }
+
+    fn insert(&mut self, username: &str, domain: &str, now: Instant, ha1: Option<Arc<Ha1>>) {
+        if self.len >= CREDENTIAL_CACHE {
+            *self = CredentialCache::default();
+        }
+        let users = self.by_domain.entry(domain.to_owned()).or_default();
+        if users.insert(username.to_owned(), (now, ha1)).is_none() {
+            self.len = self.len.saturating_add(1);
+        }
+    }
+}
 
 pub struct Registrar {
     store: Arc<SqliteStore>,
@@ -211,7 +244,7 @@ impl Registrar {
                     .collect(),
                 salt_seed: salt_seed(),
             })),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(CredentialCache::default()),
             user_failures: Mutex::new(HashMap::new()),
             jobs,
             replies: replies.clone(),
@@ -241,29 +274,13 @@ impl Registrar {
         Ok(registrar)
     }
 
-    /// Handles a REGISTER that opened server transaction `key`.
+    /// Handles a REGISTER that opened server transaction `key`: returns the response to
+    /// send now, or `None` when it is answered later (through the replies channel).
+    ///
+    /// The challenge, and the check of credentials whose user is in the cache, are
+    /// done here on the caller's task: a task of its own would cost more than the work.
     pub fn handle(
         self: &Arc<Self>,
-        shared: &Arc<Shared>,
-        key: TransactionKey,
-        request: Message,
-        peer: Peer,
-    ) {
-        let this = self.clone();
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Some(response) = this
-                .authenticate_and_queue(&shared, &key, request, peer)
-                .await
-            {
-                let _ = this.replies.send(Reply { key, response }).await;
-            }
-        });
-    }
-
-    /// Returns a response to send now, or `None` when the job went to the location actor.
-    async fn authenticate_and_queue(
-        &self,
         shared: &Arc<Shared>,
         key: &TransactionKey,
         request: Message,
@@ -273,34 +290,72 @@ impl Registrar {
         let Some(aor) = aor_of(&request) else {
             return Some(request.response(400, "Invalid To URI", Some(&crate::core::new_tag())));
         };
-        let domain = aor
-            .rsplit_once('@')
-            .map(|(_, d)| d.to_string())
-            .unwrap_or_default();
         let now = unix_now();
-        let creds = request
-            .credentials(HeaderName::Authorization)
-            .find_map(|c| match c {
-                Credentials::Digest(d) if d.realm.as_deref() == Some(domain.as_bytes()) => {
-                    Some(d.clone())
-                }
-                _ => None,
-            });
-        let Some(creds) = creds else {
-            return Some(self.challenge(&request, &domain, false, now));
+        let domain = domain_of(&aor);
+        let Some(creds) = digest_credentials(&request, HeaderName::Authorization, domain) else {
+            return Some(self.challenge(&request, domain, false, now));
         };
-        let username = digest_user(&creds);
-        let stored = self.credentials(&username, &domain).await;
-        let verdict = self.auth.lock().unwrap_or_else(|e| e.into_inner()).verify(
-            &creds,
-            b"REGISTER",
-            domain.as_bytes(),
-            stored.as_ref(),
+        let username = digest_user(creds);
+        if let Some(stored) = self.cached_credentials(&username, domain) {
+            let verdict = self.verify(creds, b"REGISTER", domain, stored.as_deref(), now);
+            return self.decide(shared, key, request, peer, aor, &username, verdict, now);
+        }
+        // Not cached: the directory is asked off the caller's task.
+        let this = self.clone();
+        let shared = shared.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            let domain = domain_of(&aor);
+            let stored = this.credentials(&username, domain).await;
+            let now = unix_now();
+            let verdict = match digest_credentials(&request, HeaderName::Authorization, domain) {
+                Some(creds) => this.verify(creds, b"REGISTER", domain, stored.as_deref(), now),
+                None => Verdict::Failed,
+            };
+            if let Some(response) =
+                this.decide(&shared, &key, request, peer, aor, &username, verdict, now)
+            {
+                let _ = this.replies.send(Reply { key, response }).await;
+            }
+        });
+        None
+    }
+
+    fn verify(
+        &self,
+        creds: &DigestCredentials,
+        method: &[u8],
+        realm: &str,
+        stored: Option<&Ha1>,
+        now: u64,
+    ) -> Verdict {
+        self.auth.lock().unwrap_or_else(|e| e.into_inner()).verify(
+            creds,
+            method,
+            realm.as_bytes(),
+            stored,
             now,
-        );
+        )
+    }
+
+    /// What a REGISTER whose credentials were checked gets: a new challenge, a 403,
+    /// or (`None`) a place in the location actor's queue.
+    #[allow(clippy::too_many_arguments)] // one REGISTER's state, handed on as it is
+    fn decide(
+        &self,
+        shared: &Arc<Shared>,
+        key: &TransactionKey,
+        request: Message,
+        peer: Peer,
+        aor: String,
+        username: &str,
+        verdict: Verdict,
+        now: u64,
+    ) -> Option<Message> {
+        let domain = domain_of(&aor);
         let user_matches = aor.rsplit_once('@').is_some_and(|(u, _)| u == username);
         match verdict {
-            Verdict::Stale => Some(self.challenge(&request, &domain, true, now)),
+            Verdict::Stale => Some(self.challenge(&request, domain, true, now)),
             Verdict::Authenticated if user_matches => {
                 let flow = Flow {
                     transport: crate::core::to_core(&peer).transport,
@@ -335,7 +390,7 @@ impl Registrar {
             // Wrong password, unknown user, unknown domain, replayed or forged nonce,
             // or a user registering someone else's AoR: one answer for all.
             _ => {
-                self.failed(shared, &peer, &username, &domain);
+                self.failed(shared, &peer, username, domain);
                 Some(request.response(403, "Forbidden", Some(&crate::core::new_tag())))
             }
         }
@@ -354,12 +409,14 @@ impl Registrar {
         kind: Challenge,
     ) -> Message {
         // Devices known to refuse a 401 that offers anything but MD5 get MD5 alone.
-        let md5_only = request.header(HeaderName::UserAgent).is_some_and(|ua| {
-            let ua = String::from_utf8_lossy(ua.raw_value()).to_ascii_lowercase();
-            self.md5_only_user_agents
-                .iter()
-                .any(|m| ua.contains(m.as_str()))
-        });
+        let md5_only = !self.md5_only_user_agents.is_empty()
+            && request.header(HeaderName::UserAgent).is_some_and(|ua| {
+                let ua = ua.raw_value();
+                self.md5_only_user_agents.iter().any(|m| {
+                    ua.windows(m.len().max(1))
+                        .any(|w| w.eq_ignore_ascii_case(m.as_bytes()))
+                })
+            });
         let algorithms = md5_only.then_some(&[Algorithm::Md5][..]);
         let challenges = self
             .auth
@@ -409,27 +466,14 @@ impl Registrar {
         domain: &str,
     ) -> Result<(), Message> {
         let now = unix_now();
-        let creds = request
-            .credentials(HeaderName::ProxyAuthorization)
-            .find_map(|c| match c {
-                Credentials::Digest(d) if d.realm.as_deref() == Some(domain.as_bytes()) => {
-                    Some(d.clone())
-                }
-                _ => None,
-            });
-        let Some(creds) = creds else {
+        let Some(creds) = digest_credentials(request, HeaderName::ProxyAuthorization, domain)
+        else {
             return Err(self.challenge_with(request, domain, false, now, Challenge::Proxy));
         };
-        let username = digest_user(&creds);
+        let username = digest_user(creds);
         let stored = self.credentials(&username, domain).await;
         let method = request.method().map(|m| m.as_bytes()).unwrap_or_default();
-        let verdict = self.auth.lock().unwrap_or_else(|e| e.into_inner()).verify(
-            &creds,
-            method,
-            domain.as_bytes(),
-            stored.as_ref(),
-            now,
-        );
+        let verdict = self.verify(creds, method, domain, stored.as_deref(), now);
         match verdict {
             Verdict::Stale => {
                 Err(self.challenge_with(request, domain, true, now, Challenge::Proxy))
@@ -463,52 +507,68 @@ impl Registrar {
         }
     }
 
-    /// A user's HA1 values: from a short-lived cache, else from the store. Misses are
-    /// cached too, so an unknown user costs the store no more than a known one.
-    async fn credentials(&self, username: &str, domain: &str) -> Option<Ha1> {
-        let key = (username.to_string(), domain.to_string());
-        let now = Instant::now();
-        if let Some((at, v)) = self
-            .cache
+    /// A user's HA1 values when the short-lived cache holds them (`Some(None)`: cached
+    /// as unknown).
+    fn cached_credentials(&self, username: &str, domain: &str) -> Option<Option<Arc<Ha1>>> {
+        self.cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            if now.saturating_duration_since(*at) < CREDENTIAL_TTL {
-                return v.clone();
-            }
+            .get(username, domain, Instant::now())
+    }
+
+    /// A user's HA1 values: from a short-lived cache, else from the store. Misses are
+    /// cached too, so an unknown user costs the store no more than a known one.
+    async fn credentials(&self, username: &str, domain: &str) -> Option<Arc<Ha1>> {
+        if let Some(cached) = self.cached_credentials(username, domain) {
+            return cached;
         }
         let found = match self.store.credentials(username, domain).await {
-            Ok(Some(u)) => Some(Ha1 {
-                md5: u.ha1_md5.clone(),
-                sha256: u.ha1_sha256.clone(),
-            }),
+            Ok(Some(u)) => Some(Arc::new(Ha1 {
+                md5: u.ha1_md5,
+                sha256: u.ha1_sha256,
+            })),
             Ok(None) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "directory lookup failed");
                 return None;
             }
         };
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() > 200_000 {
-            cache.clear();
-        }
-        cache.insert(key, (now, found.clone()));
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            username,
+            domain,
+            Instant::now(),
+            found.clone(),
+        );
         found
     }
 }
 
+/// The domain of an AoR `user@domain`.
+fn domain_of(aor: &str) -> &str {
+    aor.rsplit_once('@').map_or("", |(_, d)| d)
+}
+
+/// The first digest credentials of `name` fields for `realm`.
+fn digest_credentials<'a>(
+    request: &'a Message,
+    name: HeaderName,
+    realm: &str,
+) -> Option<&'a DigestCredentials> {
+    request.credentials(name).find_map(|c| match c {
+        Credentials::Digest(d) if d.realm.as_deref() == Some(realm.as_bytes()) => Some(d),
+        _ => None,
+    })
+}
+
 /// The user a digest response names. Some clients send `user@` or `user@domain`.
-fn digest_user(creds: &holdfast_sip::auth::DigestCredentials) -> String {
-    creds
-        .username
-        .as_deref()
-        .map(text)
-        .map(|u| {
-            u.split_once('@')
-                .map_or(u.clone(), |(user, _)| user.to_string())
-        })
-        .unwrap_or_default()
+fn digest_user(creds: &DigestCredentials) -> String {
+    let name = creds.username.as_deref().unwrap_or_default();
+    let user = name
+        .iter()
+        .position(|&b| b == b'@')
+        .and_then(|at| name.get(..at))
+        .unwrap_or(name);
+    text(user)
 }
 
 fn read(location: &RwLock<Location>) -> std::sync::RwLockReadGuard<'_, Location> {
@@ -517,6 +577,14 @@ fn read(location: &RwLock<Location>) -> std::sync::RwLockReadGuard<'_, Location>
 
 fn write(location: &RwLock<Location>) -> std::sync::RwLockWriteGuard<'_, Location> {
     location.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A REGISTER whose binding change is on its way to the disk.
+struct Pending {
+    key: TransactionKey,
+    request: Message,
+    /// The 200 to send once the change is durable.
+    response: Message,
 }
 
 async fn location_actor(
@@ -530,51 +598,45 @@ async fn location_actor(
     let node = shared.config.registrar.node_name.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_purge = Instant::now();
+    let mut batch = Vec::with_capacity(LOCATION_BATCH);
     loop {
         tokio::select! {
-            job = jobs.recv() => {
-                let Some(job) = job else { return };
+            n = jobs.recv_many(&mut batch, LOCATION_BATCH) => {
+                if n == 0 {
+                    return;
+                }
                 let now = unix_now();
-                let current = read(&location).lookup(&job.aor).to_vec();
-                match process_register(&config, &current, &job.request, &job.aor, &job.flow, now) {
-                    RegisterOutcome::Reject(response) => {
-                        let _ = replies.send(Reply { key: job.key, response }).await;
+                let mut changes = Vec::with_capacity(n);
+                let mut pending = Vec::with_capacity(n);
+                for job in batch.drain(..) {
+                    let outcome = process_register(
+                        &config,
+                        read(&location).lookup(&job.aor),
+                        &job.request,
+                        &job.aor,
+                        &job.flow,
+                        now,
+                    );
+                    match outcome {
+                        RegisterOutcome::Reject(response) => {
+                            let _ = replies.send(Reply { key: job.key, response }).await;
+                        }
+                        RegisterOutcome::Update { aor, bindings, response } => {
+                            let mut ops = Vec::with_capacity(bindings.len().saturating_add(1));
+                            ops.push(BindingOp::RemoveAll { aor: aor.clone() });
+                            ops.extend(bindings.iter().map(|b| BindingOp::Upsert(to_store(b, &node, now))));
+                            write(&location).replace(&aor, bindings);
+                            changes.push(ops);
+                            pending.push(Pending { key: job.key, request: job.request, response });
+                        }
                     }
-                    RegisterOutcome::Update { aor, bindings, response } => {
-                        let mut ops = Vec::with_capacity(bindings.len().saturating_add(1));
-                        ops.push(BindingOp::RemoveAll { aor: aor.clone() });
-                        ops.extend(bindings.iter().map(|b| BindingOp::Upsert(to_store(b, &node, now))));
-                        write(&location).replace(&aor, bindings);
-                        // Durable before answered. The change is queued on the writer
-                        // now, in arrival order, and its commit awaited off the actor so
-                        // that concurrent REGISTERs share one group commit.
-                        let commit = store.queue_apply(ops);
-                        let replies = replies.clone();
-                        let (key, request) = (job.key, job.request);
-                        tokio::spawn(async move {
-                            let result = match commit {
-                                Ok(done) => done.await,
-                                Err(e) => Err(e),
-                            };
-                            let response = match result {
-                                Ok(()) => response,
-                                Err(e) => {
-                                    // A full writer queue is overload (503, try again);
-                                    // anything else is a fault of the store (500).
-                                    let (status, reason) = if e.is_retryable() {
-                                        (503, "Service Unavailable")
-                                    } else {
-                                        (500, "Server Internal Error")
-                                    };
-                                    tracing::error!(error = %e, status, "binding not stored");
-                                    let mut r = request.response(status, reason, Some(&crate::core::new_tag()));
-                                    crate::core::add_header(&mut r, "Retry-After", b"5");
-                                    r
-                                }
-                            };
-                            let _ = replies.send(Reply { key, response }).await;
-                        });
-                    }
+                }
+                if !pending.is_empty() {
+                    // Durable before answered. The batch's changes are queued on the
+                    // writer now, in arrival order, as one write, and its commit awaited
+                    // off the actor so that the next batches share group commits.
+                    let commit = store.queue_apply_each(changes);
+                    tokio::spawn(answer_when_durable(commit, pending, replies.clone()));
                 }
             }
             _ = tick.tick() => {
@@ -592,5 +654,58 @@ async fn location_actor(
                 }
             }
         }
+    }
+}
+
+/// Sends each REGISTER of a batch its 200 once its change is committed, or the error.
+async fn answer_when_durable(
+    commit: Result<
+        impl std::future::Future<Output = Result<Vec<Result<(), StoreError>>, StoreError>>,
+        StoreError,
+    >,
+    pending: Vec<Pending>,
+    replies: mpsc::Sender<Reply>,
+) {
+    let results = match commit {
+        Ok(done) => done.await,
+        Err(e) => Err(e),
+    };
+    let mut each = match &results {
+        Ok(each) => each.iter(),
+        Err(_) => [].iter(),
+    };
+    for p in pending {
+        let result = match (&results, each.next()) {
+            (Ok(_), Some(own)) => own.clone(),
+            (Err(batch), _) => Err(batch.clone()),
+            (Ok(_), None) => Err(StoreError::Backend {
+                kind: holdfast_store::BackendKind::Database,
+                message: "change not answered".to_owned(),
+            }),
+        };
+        let response = match result {
+            Ok(()) => p.response,
+            Err(e) => {
+                // A full writer queue is overload (503, try again); anything else is a
+                // fault of the store (500).
+                let (status, reason) = if e.is_retryable() {
+                    (503, "Service Unavailable")
+                } else {
+                    (500, "Server Internal Error")
+                };
+                tracing::error!(error = %e, status, "binding not stored");
+                let mut r = p
+                    .request
+                    .response(status, reason, Some(&crate::core::new_tag()));
+                crate::core::add_header(&mut r, "Retry-After", b"5");
+                r
+            }
+        };
+        let _ = replies
+            .send(Reply {
+                key: p.key,
+                response,
+            })
+            .await;
     }
 }

@@ -219,17 +219,6 @@ impl SqliteStore {
         }
     }
 
-    /// Queues `ops` on the writer now, in call order, and returns a future that
-    /// resolves once they are durable. A full queue is
-    /// [`BackendKind::Busy`](crate::BackendKind::Busy).
-    pub fn queue_apply(
-        &self,
-        ops: Vec<BindingOp>,
-    ) -> Result<impl Future<Output = Result<(), StoreError>> + Send + 'static, StoreError> {
-        ops.iter().try_for_each(validate_op)?;
-        self.try_write(move |conn: &Connection| location::apply(conn, &ops))
-    }
-
     /// Queues changes of the location service (each one REGISTER's ops) on the writer
     /// now, in call order, as one write, and returns a future that resolves once they
     /// are durable, with each change's own result: a change that is invalid or fails
