@@ -48,6 +48,7 @@
 pub mod digest;
 pub mod proxy;
 pub mod registrar;
+pub mod response;
 pub mod transaction;
 mod transport;
 

@@ -105,7 +105,7 @@ pub async fn run(
                     // a fault here costs one message, never the service.
                     let shared = core.shared.clone();
                     let _ = crate::transport::guarded(&shared, &peer, || {
-                        receive(&shared, &mut core.layer, msg, peer, now);
+                        receive(&shared, &mut core.layer, &core.registrar, msg, peer, now);
                     });
                 }
             }
@@ -143,6 +143,7 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 fn receive(
     shared: &Shared,
     layer: &mut TransactionLayer,
+    registrar: &Registrar,
     mut msg: Message,
     peer: Peer,
     now: Instant,
@@ -183,6 +184,14 @@ fn receive(
             shared.send(&peer, resp.to_bytes());
         }
         return;
+    }
+    // So is the challenge to a REGISTER without credentials (see
+    // `Registrar::stateless_challenge`).
+    if msg.method() == Some(&Method::Register) {
+        if let Some(challenge) = registrar.stateless_challenge(&msg) {
+            shared.send(&peer, challenge);
+            return;
+        }
     }
     // A request that lacks what transaction matching needs is answered statelessly.
     // Checked here so that the message goes to the layer without a copy kept for that.

@@ -15,10 +15,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use holdfast_core::digest::{DigestAuth, DigestConfig, Ha1, Verdict};
 use holdfast_core::registrar::{
     aor_of, process_register, Binding, Flow, Location, RegisterOutcome, RegistrarConfig,
 };
+use holdfast_core::response::ResponseWriter;
 use holdfast_core::{TransactionKey, Transport};
 use holdfast_sip::auth::{Algorithm, Credentials, DigestCredentials};
 use holdfast_sip::{HeaderName, Message};
@@ -408,6 +411,25 @@ impl Registrar {
         now: u64,
         kind: Challenge,
     ) -> Message {
+        let (status, reason, header) = match kind {
+            Challenge::Registrar => (401, "Unauthorized", "WWW-Authenticate"),
+            Challenge::Proxy => (407, "Proxy Authentication Required", "Proxy-Authenticate"),
+        };
+        let mut resp = request.response(status, reason, Some(&crate::core::new_tag()));
+        for c in self.challenge_values(request, realm, stale, now) {
+            crate::core::add_header(&mut resp, header, &c);
+        }
+        resp
+    }
+
+    /// The challenges for `request`, all with one fresh nonce.
+    fn challenge_values(
+        &self,
+        request: &Message,
+        realm: &str,
+        stale: bool,
+        now: u64,
+    ) -> Vec<Vec<u8>> {
         // Devices known to refuse a 401 that offers anything but MD5 get MD5 alone.
         let md5_only = !self.md5_only_user_agents.is_empty()
             && request.header(HeaderName::UserAgent).is_some_and(|ua| {
@@ -418,20 +440,32 @@ impl Registrar {
                 })
             });
         let algorithms = md5_only.then_some(&[Algorithm::Md5][..]);
-        let challenges = self
-            .auth
+        self.auth
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .challenges(realm.as_bytes(), stale, now, algorithms);
-        let (status, reason, header) = match kind {
-            Challenge::Registrar => (401, "Unauthorized", "WWW-Authenticate"),
-            Challenge::Proxy => (407, "Proxy Authentication Required", "Proxy-Authenticate"),
-        };
-        let mut resp = request.response(status, reason, Some(&crate::core::new_tag()));
-        for c in challenges {
-            crate::core::add_header(&mut resp, header, &c);
+            .challenges(realm.as_bytes(), stale, now, algorithms)
+    }
+
+    /// The answer to a REGISTER without credentials for its AoR's domain, to send
+    /// statelessly (RFC 3261 §8.2.7): a 401 with a fresh challenge, encoded. `None`
+    /// when the REGISTER needs a server transaction (it has credentials, or its To is
+    /// not an AoR).
+    ///
+    /// Half of all REGISTERs are these. Without a transaction they cost no table
+    /// entry and no timer J (32 s over UDP), and a flood of them fills nothing; a
+    /// retransmitted one gets a new challenge, which serves as well as the first.
+    pub fn stateless_challenge(&self, request: &Message) -> Option<Bytes> {
+        let aor = aor_of(request)?;
+        let domain = domain_of(&aor);
+        if digest_credentials(request, HeaderName::Authorization, domain).is_some() {
+            return None;
         }
-        resp
+        let challenges = self.challenge_values(request, domain, false, unix_now());
+        let mut resp = ResponseWriter::new(request, 401, "Unauthorized", &crate::core::new_tag());
+        for c in &challenges {
+            resp.header("WWW-Authenticate", c);
+        }
+        Some(resp.finish())
     }
 
     /// The bindings of `aor`, best first.
