@@ -191,10 +191,17 @@ fn eq_nocase_opt(a: &Option<Bytes>, b: &Option<Bytes>) -> bool {
     }
 }
 
+/// Hashes `bytes` lower-cased, a chunk at a time: a hasher call per byte costs more
+/// than the rest of a lookup.
 fn hash_nocase<H: Hasher>(bytes: &[u8], state: &mut H) {
     state.write_usize(bytes.len());
-    for b in bytes {
-        state.write_u8(b.to_ascii_lowercase());
+    let mut lower = [0u8; 64];
+    for chunk in bytes.chunks(lower.len()) {
+        let out = lower.get_mut(..chunk.len()).unwrap_or_default();
+        for (o, b) in out.iter_mut().zip(chunk) {
+            *o = b.to_ascii_lowercase();
+        }
+        state.write(out);
     }
 }
 
