@@ -4,7 +4,8 @@
 //!
 //! [`process_register`] decides what a REGISTER does, given the current bindings: a
 //! refusal (400, 423 with Min-Expires), or the complete new binding set of the AoR and
-//! the 200 response listing it. The shell makes the change durable before it sends the
+//! the 200 response listing it. Both responses come encoded ([`crate::response`]):
+//! they are sent as they are, never read again. The shell makes the change durable before it sends the
 //! 200, then applies it to [`Location`]. Expiry is an ordered index: each tick pops
 //! only what has expired, never scanning every binding.
 //!
@@ -15,7 +16,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use holdfast_sip::{ContactList, Header, HeaderName, Message, Uri};
+use holdfast_sip::{ContactList, HeaderName, Message, Uri};
+
+use crate::response::{push_number, EncodedResponse, ResponseWriter};
 
 use crate::transport::Transport;
 
@@ -107,7 +110,7 @@ impl Default for RegistrarConfig {
 #[derive(Debug)]
 pub enum RegisterOutcome {
     /// Refuse it with this response.
-    Reject(Message),
+    Reject(EncodedResponse),
     /// Replace the AoR's bindings with `bindings` (durably), then send `response`.
     Update {
         /// The AoR.
@@ -115,7 +118,7 @@ pub enum RegisterOutcome {
         /// Its complete new binding set (empty: every binding removed).
         bindings: Vec<Binding>,
         /// The 200 listing them.
-        response: Message,
+        response: EncodedResponse,
     },
 }
 
@@ -129,18 +132,8 @@ pub fn aor_of(msg: &Message) -> Option<String> {
     Some(format!("{user}@{}", host.to_ascii_lowercase()))
 }
 
-fn reject(req: &Message, code: u16, reason: &str, extra: &[(&str, String)]) -> RegisterOutcome {
-    let mut resp = req.response(code, reason, Some(&crate::tag()));
-    for (name, value) in extra {
-        insert_before_length(&mut resp, name, value.as_bytes());
-    }
-    RegisterOutcome::Reject(resp)
-}
-
-fn insert_before_length(resp: &mut Message, name: &str, value: &[u8]) {
-    if let Ok(h) = Header::new(name, value) {
-        resp.insert_header(resp.headers().len().saturating_sub(1), h);
-    }
+fn reject(req: &Message, code: u16, reason: &str) -> RegisterOutcome {
+    RegisterOutcome::Reject(ResponseWriter::new(req, code, reason, &crate::tag()).finish())
 }
 
 /// Decides what a REGISTER for `aor` does, given the AoR's `current` bindings.
@@ -154,7 +147,7 @@ pub fn process_register(
     now: u64,
 ) -> RegisterOutcome {
     let (Some(call_id), Some(cseq)) = (req.call_id(), req.cseq()) else {
-        return reject(req, 400, "Missing Call-ID or CSeq", &[]);
+        return reject(req, 400, "Missing Call-ID or CSeq");
     };
     let header_expires = req.expires();
     let supported = |tag: &str| {
@@ -181,11 +174,11 @@ pub fn process_register(
     if lists.iter().any(|l| matches!(l, ContactList::Star)) {
         // §10.3 step 6: `*` only alone and with Expires: 0.
         if lists.len() != 1 || header_expires != Some(0) {
-            return reject(req, 400, "Invalid Contact: *", &[]);
+            return reject(req, 400, "Invalid Contact: *");
         }
         for b in &bindings {
             if b.call_id == *call_id && cseq.seq <= b.cseq {
-                return reject(req, 400, "CSeq Out of Order", &[]);
+                return reject(req, 400, "CSeq Out of Order");
             }
         }
         bindings.clear();
@@ -199,12 +192,9 @@ pub fn process_register(
                 .or(header_expires)
                 .unwrap_or(config.default_expires);
             if requested != 0 && requested < config.min_expires {
-                return reject(
-                    req,
-                    423,
-                    "Interval Too Brief",
-                    &[("Min-Expires", config.min_expires.to_string())],
-                );
+                let mut resp = ResponseWriter::new(req, 423, "Interval Too Brief", &crate::tag());
+                resp.number("Min-Expires", u64::from(config.min_expires));
+                return RegisterOutcome::Reject(resp.finish());
             }
             let expires = requested.min(config.max_expires);
             let instance = contact.instance();
@@ -218,7 +208,7 @@ pub fn process_register(
             if let Some(i) = existing {
                 if let Some(b) = bindings.get(i) {
                     if b.call_id == *call_id && cseq.seq <= b.cseq {
-                        return reject(req, 400, "CSeq Out of Order", &[]);
+                        return reject(req, 400, "CSeq Out of Order");
                     }
                 }
                 bindings.remove(i);
@@ -247,40 +237,44 @@ pub fn process_register(
         }
     }
 
-    let mut resp = req.response(200, "OK", Some(&crate::tag()));
+    let mut resp = ResponseWriter::new(req, 200, "OK", &crate::tag());
     for b in &bindings {
         let left = b.expires_at.saturating_sub(now);
-        let mut v = Vec::with_capacity(b.contact.len().saturating_add(24));
-        v.push(b'<');
-        v.extend_from_slice(&b.contact);
-        v.extend_from_slice(format!(">;expires={left}").as_bytes());
-        insert_before_length(&mut resp, "Contact", &v);
+        resp.header_with("Contact", |v| {
+            v.push(b'<');
+            v.extend_from_slice(&b.contact);
+            v.extend_from_slice(b">;expires=");
+            push_number(v, left);
+        });
     }
     for p in &path {
-        insert_before_length(&mut resp, "Path", p);
+        resp.header("Path", p);
     }
     if outbound {
-        insert_before_length(&mut resp, "Require", b"outbound");
-        insert_before_length(
-            &mut resp,
-            "Flow-Timer",
-            config.flow_timer.to_string().as_bytes(),
-        );
+        resp.header("Require", b"outbound");
+        resp.number("Flow-Timer", u64::from(config.flow_timer));
     }
-    insert_before_length(&mut resp, "Supported", b"path, outbound");
-    insert_before_length(&mut resp, "Date", http_date(now).as_bytes());
+    resp.header("Supported", b"path, outbound");
+    resp.header_with("Date", |v| write_http_date(v, now));
     RegisterOutcome::Update {
         aor: aor.to_string(),
         bindings,
-        response: resp,
+        response: resp.finish(),
     }
 }
 
 /// An RFC 1123 date (RFC 3261 §20.17), e.g. `Sat, 13 Nov 2010 23:29:00 GMT`.
+pub fn http_date(unix: u64) -> String {
+    let mut out = Vec::with_capacity(29);
+    write_http_date(&mut out, unix);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Appends [`http_date`]`(unix)` to `out`.
 // The input is the local clock, not peer bytes: `days` is below 2^48, so every
 // intermediate of the civil-date arithmetic fits an i64 with room to spare.
 #[allow(clippy::arithmetic_side_effects)]
-pub fn http_date(unix: u64) -> String {
+pub fn write_http_date(out: &mut Vec<u8>, unix: u64) {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -303,12 +297,24 @@ pub fn http_date(unix: u64) -> String {
         .get(usize::try_from(m - 1).unwrap_or(0))
         .copied()
         .unwrap_or("Jan");
-    format!(
-        "{weekday}, {d:02} {month} {y} {:02}:{:02}:{:02} GMT",
-        secs / 3600,
-        (secs % 3600) / 60,
-        secs % 60
-    )
+    let two = |out: &mut Vec<u8>, n: u64| {
+        out.push(b'0' + (n / 10 % 10) as u8);
+        out.push(b'0' + (n % 10) as u8);
+    };
+    out.extend_from_slice(weekday.as_bytes());
+    out.extend_from_slice(b", ");
+    two(out, u64::try_from(d).unwrap_or(0));
+    out.push(b' ');
+    out.extend_from_slice(month.as_bytes());
+    out.push(b' ');
+    push_number(out, u64::try_from(y).unwrap_or(0));
+    out.push(b' ');
+    two(out, secs / 3600);
+    out.push(b':');
+    two(out, (secs % 3600) / 60);
+    out.push(b':');
+    two(out, secs % 60);
+    out.extend_from_slice(b" GMT");
 }
 
 /// The in-memory location service: every live binding, by AoR, with an expiry index.
@@ -416,13 +422,20 @@ CSeq: {cseq} REGISTER\r\n{contacts}{extra}Content-Length: 0\r\n\r\n"
         parse_datagram(Bytes::from(raw), &Limits::default()).unwrap()
     }
 
+    /// An encoded response, parsed back.
+    fn parsed(r: &EncodedResponse) -> Message {
+        let msg = parse_datagram(r.data.clone(), &Limits::default()).unwrap();
+        assert_eq!(msg.status(), Some(r.status));
+        msg
+    }
+
     fn update(out: RegisterOutcome) -> (Vec<Binding>, Message) {
         match out {
             RegisterOutcome::Update {
                 bindings, response, ..
-            } => (bindings, response),
+            } => (bindings, parsed(&response)),
             RegisterOutcome::Reject(r) => {
-                panic!("rejected: {}", String::from_utf8_lossy(&r.to_bytes()))
+                panic!("rejected: {}", String::from_utf8_lossy(&r.data))
             }
         }
     }
@@ -430,7 +443,7 @@ CSeq: {cseq} REGISTER\r\n{contacts}{extra}Content-Length: 0\r\n\r\n"
     fn status(out: &RegisterOutcome) -> u16 {
         match out {
             RegisterOutcome::Update { .. } => 200,
-            RegisterOutcome::Reject(r) => r.status().unwrap(),
+            RegisterOutcome::Reject(r) => parsed(r).status().unwrap(),
         }
     }
 
@@ -490,6 +503,7 @@ CSeq: {cseq} REGISTER\r\n{contacts}{extra}Content-Length: 0\r\n\r\n"
         let req = register("c", 1, "Contact: <sip:a@h>;expires=30\r\n", "");
         match process_register(&cfg, &[], &req, "alice@example.com", &flow(), 0) {
             RegisterOutcome::Reject(r) => {
+                let r = parsed(&r);
                 assert_eq!(r.status(), Some(423));
                 assert_eq!(r.min_expires(), Some(60));
             }
@@ -579,5 +593,8 @@ CSeq: {cseq} REGISTER\r\n{contacts}{extra}Content-Length: 0\r\n\r\n"
     fn dates() {
         assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(http_date(1_289_690_940), "Sat, 13 Nov 2010 23:29:00 GMT");
+        assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(http_date(1_767_225_599), "Wed, 31 Dec 2025 23:59:59 GMT");
+        assert_eq!(http_date(253_402_300_799), "Fri, 31 Dec 9999 23:59:59 GMT");
     }
 }

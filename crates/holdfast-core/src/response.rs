@@ -17,7 +17,17 @@ use holdfast_sip::{HeaderName, Message, NameAddr};
 /// [`finish`](Self::finish).
 #[derive(Debug)]
 pub struct ResponseWriter {
+    status: u16,
     buf: Vec<u8>,
+}
+
+/// A response encoded for sending, with its status code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedResponse {
+    /// The status code.
+    pub status: u16,
+    /// The bytes to send.
+    pub data: Bytes,
 }
 
 impl ResponseWriter {
@@ -50,7 +60,7 @@ impl ResponseWriter {
                 _ => {}
             }
         }
-        ResponseWriter { buf }
+        ResponseWriter { status, buf }
     }
 
     /// Adds a field.
@@ -85,9 +95,12 @@ impl ResponseWriter {
     }
 
     /// Ends the response: `Content-Length: 0` and the empty line.
-    pub fn finish(mut self) -> Bytes {
+    pub fn finish(mut self) -> EncodedResponse {
         self.buf.extend_from_slice(b"Content-Length: 0\r\n\r\n");
-        Bytes::from(self.buf)
+        EncodedResponse {
+            status: self.status,
+            data: Bytes::from(self.buf),
+        }
     }
 }
 
@@ -172,7 +185,7 @@ Content-Length: 0{e}{e}",
                         w.header(name, value);
                     }
                     assert_eq!(
-                        w.finish(),
+                        w.finish().data,
                         by_message(&req, status, reason, "77aa", &extra),
                         "{to:?} {e:?} {status}"
                     );
@@ -189,7 +202,7 @@ Content-Length: 0{e}{e}",
             .number("Zero", 0)
             .number("Max", u64::MAX)
             .header_with("Contact", |v| v.extend_from_slice(b"<sip:x>"));
-        let text = String::from_utf8(w.finish().to_vec()).unwrap();
+        let text = String::from_utf8(w.finish().data.to_vec()).unwrap();
         assert!(
             text.starts_with("SIP/2.0 423 Interval Too Brief\r\n"),
             "{text}"

@@ -113,7 +113,7 @@ pub async fn run(
                 replies_closed = n == 0;
                 let now = now();
                 for reply in answered.drain(..) {
-                    let _ = core.layer.respond(&reply.key, reply.response, now);
+                    reply.respond(&mut core.layer, now);
                 }
             }
             Some(admission) = admitted.recv() => core.admitted(admission, now()),

@@ -21,8 +21,8 @@ use holdfast_core::digest::{DigestAuth, DigestConfig, Ha1, Verdict};
 use holdfast_core::registrar::{
     aor_of, process_register, Binding, Flow, Location, RegisterOutcome, RegistrarConfig,
 };
-use holdfast_core::response::ResponseWriter;
-use holdfast_core::{TransactionKey, Transport};
+use holdfast_core::response::{EncodedResponse, ResponseWriter};
+use holdfast_core::{TransactionKey, TransactionLayer, Transport};
 use holdfast_sip::auth::{Algorithm, Credentials, DigestCredentials};
 use holdfast_sip::{HeaderName, Message};
 use holdfast_store::{BindingOp, Directory, Location as LocationStore, SqliteStore, StoreError};
@@ -43,7 +43,27 @@ enum Challenge {
 #[derive(Debug)]
 pub struct Reply {
     pub key: TransactionKey,
-    pub response: Message,
+    pub response: Response,
+}
+
+/// A response as the registrar made it.
+#[derive(Debug)]
+pub enum Response {
+    /// Built as a message (the rare answers).
+    Message(Box<Message>),
+    /// Encoded straight to bytes (the 200s).
+    Encoded(EncodedResponse),
+}
+
+impl Reply {
+    /// Sends the response through its transaction.
+    pub fn respond(self, layer: &mut TransactionLayer, now: std::time::Instant) {
+        // The transaction may have ended meanwhile; nothing is left to answer then.
+        let _ = match self.response {
+            Response::Message(m) => layer.respond(&self.key, *m, now),
+            Response::Encoded(e) => layer.respond_encoded(&self.key, &e, now),
+        };
+    }
 }
 
 struct Job {
@@ -318,6 +338,7 @@ impl Registrar {
             if let Some(response) =
                 this.decide(&shared, &key, request, peer, aor, &username, verdict, now)
             {
+                let response = Response::Message(Box::new(response));
                 let _ = this.replies.send(Reply { key, response }).await;
             }
         });
@@ -465,7 +486,7 @@ impl Registrar {
         for c in &challenges {
             resp.header("WWW-Authenticate", c);
         }
-        Some(resp.finish())
+        Some(resp.finish().data)
     }
 
     /// The bindings of `aor`, best first.
@@ -618,7 +639,7 @@ struct Pending {
     key: TransactionKey,
     request: Message,
     /// The 200 to send once the change is durable.
-    response: Message,
+    response: EncodedResponse,
 }
 
 async fn location_actor(
@@ -653,6 +674,7 @@ async fn location_actor(
                     );
                     match outcome {
                         RegisterOutcome::Reject(response) => {
+                            let response = Response::Encoded(response);
                             let _ = replies.send(Reply { key: job.key, response }).await;
                         }
                         RegisterOutcome::Update { aor, bindings, response } => {
@@ -718,7 +740,7 @@ async fn answer_when_durable(
             }),
         };
         let response = match result {
-            Ok(()) => p.response,
+            Ok(()) => Response::Encoded(p.response),
             Err(e) => {
                 // A full writer queue is overload (503, try again); anything else is a
                 // fault of the store (500).
@@ -732,7 +754,7 @@ async fn answer_when_durable(
                     .request
                     .response(status, reason, Some(&crate::core::new_tag()));
                 crate::core::add_header(&mut r, "Retry-After", b"5");
-                r
+                Response::Message(Box::new(r))
             }
         };
         let _ = replies

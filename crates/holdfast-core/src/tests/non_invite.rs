@@ -174,3 +174,58 @@ fn zero_t1_does_not_spin() {
         "every 1 ms"
     );
 }
+
+/// An encoded response is sent as it is, resent for a retransmitted request, and ends
+/// the transaction by timer J like any final response; an INVITE transaction refuses
+/// one (it reads the To tag of its responses).
+#[test]
+fn an_encoded_response_is_sent_kept_and_resent() {
+    use crate::response::ResponseWriter;
+    use crate::transaction::{Action, Config, LocalError, TransactionLayer};
+    use crate::{Error, Peer};
+
+    let mut layer = TransactionLayer::new(Config::default());
+    let peer = Peer {
+        transport: Transport::Udp,
+        addr: "192.0.2.1:5060".parse().unwrap(),
+        connection: None,
+        local: None,
+    };
+    let now = super::epoch();
+    let register = request("REGISTER", "z9hG4bKenc", 1, "enc", Transport::Udp);
+    layer.handle_message(register.clone(), peer, now).unwrap();
+    let key = match layer.poll_action() {
+        Some(Action::ToUser(Event::Request { key: Some(key), .. })) => key,
+        other => panic!("{other:?}"),
+    };
+    let response = ResponseWriter::new(&register, 200, "OK", "t1").finish();
+    layer.respond_encoded(&key, &response, now).unwrap();
+    let sent = |layer: &mut TransactionLayer| match layer.poll_action() {
+        Some(Action::Send { data, .. }) => data,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(sent(&mut layer), response.data);
+    assert_eq!(layer.state(&key), Some(TransactionState::Completed));
+    layer.handle_message(register, peer, now + ms(100)).unwrap();
+    assert_eq!(sent(&mut layer), response.data);
+    assert!(matches!(
+        layer.respond_encoded(&key, &response, now),
+        Err(Error::Local(LocalError::ResponseNotAllowed { .. }))
+    ));
+    layer.handle_timeout(now + ms(32_000));
+    assert_eq!(layer.state(&key), None);
+
+    let invite = request("INVITE", "z9hG4bKinv", 1, "inv", Transport::Udp);
+    layer.handle_message(invite.clone(), peer, now).unwrap();
+    let key = std::iter::from_fn(|| layer.poll_action())
+        .find_map(|a| match a {
+            Action::ToUser(Event::Request { key: Some(key), .. }) => Some(key),
+            _ => None,
+        })
+        .unwrap();
+    let ok = ResponseWriter::new(&invite, 200, "OK", "t2").finish();
+    assert!(matches!(
+        layer.respond_encoded(&key, &ok, now),
+        Err(Error::Local(LocalError::InviteNeedsMessage))
+    ));
+}

@@ -14,6 +14,7 @@ use super::server_invite::ServerInviteTransaction;
 use super::server_non_invite::ServerNonInviteTransaction;
 use super::timer::{ArmedTimers, Timer, TimerQueue, TxId};
 use super::{Action, Config, Context, Error, Event, LocalError, TransactionState};
+use crate::response::EncodedResponse;
 use crate::transport::Peer;
 
 /// Every transaction of one SIP element, driven by the I/O shell (see the
@@ -280,6 +281,31 @@ impl TransactionLayer {
         let result = self.with_slot(id, now, |machine, cx| match machine {
             Machine::ServerInvite(t) => t.on_tu_response(&response, status, cx),
             Machine::ServerNonInvite(t) => t.on_tu_response(&response, status, cx),
+            Machine::ClientInvite(_) | Machine::ClientNonInvite(_) => {
+                Err(LocalError::NotAServerTransaction)
+            }
+        });
+        Ok(result.unwrap_or(Err(LocalError::UnknownTransaction))?)
+    }
+
+    /// [`respond`](Self::respond) with a response already encoded (see
+    /// [`crate::response`]): for a non-INVITE server transaction, which sends the bytes
+    /// and keeps them for retransmissions without reading them. An INVITE server
+    /// transaction reads its responses' To tag, so it takes them only as messages.
+    pub fn respond_encoded(
+        &mut self,
+        key: &TransactionKey,
+        response: &EncodedResponse,
+        now: Instant,
+    ) -> Result<(), Error> {
+        let status = response.status;
+        if !(100..=699).contains(&status) {
+            return Err(LocalError::InvalidStatus(status).into());
+        }
+        let id = *self.index.get(key).ok_or(LocalError::UnknownTransaction)?;
+        let result = self.with_slot(id, now, |machine, cx| match machine {
+            Machine::ServerNonInvite(t) => t.on_tu_encoded(response.data.clone(), status, cx),
+            Machine::ServerInvite(_) => Err(LocalError::InviteNeedsMessage),
             Machine::ClientInvite(_) | Machine::ClientNonInvite(_) => {
                 Err(LocalError::NotAServerTransaction)
             }

@@ -225,6 +225,10 @@ pub enum LocalError {
     /// Only a server transaction takes responses from the TU.
     #[error("not a server transaction")]
     NotAServerTransaction,
+    /// An INVITE server transaction takes its responses as messages, not encoded
+    /// ([`TransactionLayer::respond_encoded`]).
+    #[error("an INVITE transaction takes responses as messages")]
+    InviteNeedsMessage,
     /// The transaction's state does not take this response (RFC 3261 §17.2: e.g. a
     /// second final response, or a non-2xx after a 2xx). It was discarded.
     #[error("a {status} response is not allowed in the {state:?} state")]

@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use holdfast_sip::Message;
 
-use super::{send_response, Context, Event, LocalError, Timer, TransactionState};
+use super::{Context, Event, LocalError, Timer, TransactionState};
 use crate::transport::Peer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,13 +74,24 @@ impl ServerNonInviteTransaction {
         status: u16,
         cx: &mut Context<'_>,
     ) -> Result<(), LocalError> {
+        self.on_tu_encoded(response.to_bytes(), status, cx)
+    }
+
+    /// A response from the TU, encoded.
+    pub(crate) fn on_tu_encoded(
+        &mut self,
+        data: Bytes,
+        status: u16,
+        cx: &mut Context<'_>,
+    ) -> Result<(), LocalError> {
         if self.state == State::Completed {
             return Err(LocalError::ResponseNotAllowed {
                 state: self.state(),
                 status,
             });
         }
-        self.last_response = Some(send_response(cx, self.peer, response));
+        cx.send(self.peer, data.clone());
+        self.last_response = Some(data);
         if status < 200 {
             self.state = State::Proceeding;
         } else {
