@@ -292,7 +292,8 @@ fn our_route(shared: &Shared, tokens: &FlowTokens, route: &NameAddr) -> Option<V
 /// Where an in-dialog request goes.
 #[derive(Debug)]
 pub enum InDialog {
-    /// Not for holdfast's dialogs (no Route of holdfast's on top).
+    /// Not for holdfast's dialogs (no Route naming a flow of holdfast's on top): the
+    /// request is admitted like any out-of-dialog request.
     NotOurs,
     /// Forward to this target (the request's own Routes to holdfast are removed).
     Forward(Box<Target>),
@@ -343,6 +344,11 @@ pub fn resolve_in_dialog(
             .binding_for_contact(&uri)
             .map(|b| binding_peer(&b))
     });
+    if peer.is_none() && flows.is_empty() {
+        // A Route to holdfast's address with no flow in it (a device's outbound
+        // proxy setting, RFC 3261 §8.1.2): the request is routed like one without.
+        return InDialog::NotOurs;
+    }
     match peer {
         Some(peer) => InDialog::Forward(Box::new(Target {
             uri,
