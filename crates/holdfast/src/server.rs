@@ -100,8 +100,12 @@ pub async fn run(
     ensure_users(&store, &users).await?;
     let (reply_tx, reply_rx) = mpsc::channel(65_536);
     let registrar = crate::registrar::Registrar::start(&shared, store.clone(), reply_tx).await?;
-    let calls =
-        crate::calls::Calls::start(store.clone(), config.registrar.node_name.clone()).await?;
+    let calls = crate::calls::Calls::start(
+        store.clone(),
+        config.registrar.node_name.clone(),
+        shared.metrics.clone(),
+    )
+    .await?;
     let core = tokio::spawn(crate::core::run(
         shared.clone(),
         core_rx,
