@@ -115,6 +115,8 @@ struct Context {
     request: Message,
     invite: bool,
     groups: VecDeque<Vec<Target>>,
+    /// Every branch started for this request (client transaction keys).
+    branches: Vec<TransactionKey>,
     live: usize,
     finals: Vec<Message>,
     final_sent: bool,
@@ -223,6 +225,7 @@ impl Proxy {
                 request,
                 invite,
                 groups,
+                branches: Vec::new(),
                 live: 0,
                 finals: Vec::new(),
                 final_sent: false,
@@ -298,6 +301,7 @@ impl Proxy {
             return;
         };
         ctx.live = ctx.live.saturating_add(1);
+        ctx.branches.push(key.clone());
         let timer_c = if ctx.invite {
             let id = self.next_timer;
             self.next_timer = self.next_timer.wrapping_add(1);
@@ -567,17 +571,15 @@ impl Proxy {
         server: &TransactionKey,
         now: Instant,
     ) {
-        let keys: Vec<TransactionKey> = self
-            .branches
-            .iter()
-            .filter(|(_, b)| &b.server == server && !b.done && !b.cancel_sent)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let keys: Vec<TransactionKey> = match self.contexts.get(server) {
+            Some(ctx) => ctx.branches.clone(),
+            None => return,
+        };
         for key in keys {
             let Some(b) = self.branches.get_mut(&key) else {
                 continue;
             };
-            if b.request.method() != Some(&Method::Invite) {
+            if b.done || b.cancel_sent || b.request.method() != Some(&Method::Invite) {
                 continue;
             }
             if b.provisional {
