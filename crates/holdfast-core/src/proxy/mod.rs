@@ -19,7 +19,8 @@
 //!   every 401/407 are gathered into the one sent).
 //! - §16.8 timer C for each INVITE branch, reset by every provisional response above
 //!   100: on expiry a branch that has answered provisionally is cancelled, one that
-//!   has not is ended as if it had answered 408.
+//!   has not is ended as if it had answered 408. A cancelled branch with no final
+//!   response 64*T1 after its CANCEL is ended the same way (§9.1).
 //! - §16.10 CANCEL: the shell answers the CANCEL 200 and calls [`Proxy::cancel`];
 //!   every pending branch is cancelled (a branch with no provisional response yet is
 //!   cancelled as soon as one arrives, §9.1), and no further group starts.
@@ -208,9 +209,10 @@ impl Proxy {
         if self.contexts.contains_key(&server) {
             return Err(ForwardError::Duplicate);
         }
-        targets.truncate(self.config.max_branches);
-        // Highest q first; equal q keep their order and are tried together.
+        // Highest q first; equal q keep their order and are tried together. Past
+        // max_branches, the least preferred are left out.
         targets.sort_by_key(|t| std::cmp::Reverse(t.q));
+        targets.truncate(self.config.max_branches);
         let mut groups: VecDeque<Vec<Target>> = VecDeque::new();
         for t in targets {
             match groups.back_mut() {
@@ -407,7 +409,9 @@ impl Proxy {
         let server = branch.server.clone();
         if status < 200 {
             branch.provisional = true;
-            if status > 100 {
+            // Once cancelled, the branch waits for its final response 64*T1 at most
+            // (`send_cancel`); its provisional responses do not extend that.
+            if status > 100 && !branch.cancel_sent {
                 if let Some(old) = branch.timer_c.take() {
                     self.timer_c.remove(&old);
                     let id = self.next_timer;
@@ -596,6 +600,19 @@ impl Proxy {
             return;
         };
         b.cancel_sent = true;
+        // §9.1: with no final response 64*T1 after the CANCEL, the branch is given up
+        // (`handle_timeout`); timer C's slot holds that deadline. Its INVITE client
+        // transaction, in Proceeding, has no timer of its own to end it.
+        if let Some(old) = b.timer_c.take() {
+            self.timer_c.remove(&old);
+        }
+        let id = self.next_timer;
+        self.next_timer = self.next_timer.wrapping_add(1);
+        let at = now
+            .checked_add(layer.config().timers.t1x64())
+            .unwrap_or(now);
+        self.timer_c.insert((at, id), key.clone());
+        b.timer_c = Some((at, id));
         let Some(cancel) = build_cancel(&b.request, &self.limits) else {
             return;
         };
@@ -604,7 +621,8 @@ impl Proxy {
         }
     }
 
-    /// Runs timer C (§16.8) for every branch whose time has come.
+    /// Runs timer C (§16.8), and the 64*T1 wait for a final response after a CANCEL
+    /// (§9.1), for every branch whose time has come.
     pub fn handle_timeout(&mut self, layer: &mut TransactionLayer, now: Instant) {
         while let Some(entry) = self.timer_c.first_entry() {
             if entry.key().0 > now {
@@ -616,14 +634,16 @@ impl Proxy {
             };
             b.timer_c = None;
             let server = b.server.clone();
-            let provisional = b.provisional;
+            let cancel = b.provisional && !b.cancel_sent;
             if let Some(ctx) = self.contexts.get_mut(&server) {
                 ctx.timed_out = true;
             }
-            if provisional {
+            if cancel {
                 // The branch answers the CANCEL with 487; that ends it.
                 self.send_cancel(layer, &key, now);
             } else {
+                // No provisional response (§16.8), or no final response 64*T1 after
+                // the CANCEL (§9.1): as if the branch had answered 408.
                 self.branch_failed(layer, &key, 408, "Request Timeout", now);
                 layer.terminate(&key);
             }
@@ -673,7 +693,7 @@ fn rebuild_status(resp: &Message, code: u16, reason: &str) -> Message {
 
 /// Adds to `best` the challenges of every other 401/407 (§16.7 item 7).
 fn gather_challenges(best: &mut Message, finals: &[Message]) {
-    let have: Vec<Bytes> = best
+    let mut have: Vec<Bytes> = best
         .headers()
         .iter()
         .filter(|h| is_challenge(h))
@@ -687,6 +707,7 @@ fn gather_challenges(best: &mut Message, finals: &[Message]) {
             if is_challenge(h) && !have.contains(h.line()) {
                 let at = best.headers().len().saturating_sub(1);
                 best.insert_header(at, h.clone());
+                have.push(h.line().clone());
             }
         }
     }
