@@ -145,7 +145,7 @@ impl Calls {
 
     /// A call was refused before any forwarding.
     pub fn refused(&mut self, start: CallStart, status: u16) {
-        let record = self.record(start, status, disposition(status, Ending::Answered));
+        let record = self.record(start, status, disposition(status, Ending::Responded));
         self.metrics.call(record.disposition);
         self.write(record);
     }

@@ -78,8 +78,10 @@ pub struct Target {
 /// Why a request's handling ended, for call records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Ending {
-    /// A branch answered with a final response and it was forwarded.
-    Answered,
+    /// The final response a branch gave (or the best of them, or one standing for a
+    /// branch that failed: 408 for a timeout, 480 for a transport error) went to the
+    /// caller; its status tells what happened.
+    Responded,
     /// The caller cancelled (§16.10).
     Cancelled,
     /// Timer C or the branches' transaction timers ran out (no answer).
@@ -463,7 +465,7 @@ impl Proxy {
                 self.events.push_back(ProxyEvent::Final {
                     server: server.clone(),
                     status,
-                    ending: Ending::Answered,
+                    ending: Ending::Responded,
                 });
                 self.cancel_branches(layer, &server, now);
             }
@@ -525,6 +527,10 @@ impl Proxy {
             } else if ctx.timed_out && !ctx.cancelled && best.status() == Some(487) {
                 // Timer C cancelled the branches: the caller hears "no answer".
                 best = rebuild_status(&best, 408, "Request Timeout");
+            } else if ctx.cancelled && best.status() == Some(408) {
+                // The caller cancelled and a branch that never rang was given up: what
+                // the caller asked for was a cancellation (RFC 3261 §9.2).
+                best = rebuild_status(&best, 487, "Request Terminated");
             }
             if matches!(best.status(), Some(401 | 407)) {
                 gather_challenges(&mut best, &ctx.finals);
@@ -535,7 +541,7 @@ impl Proxy {
             } else if ctx.timed_out || status == 408 {
                 Ending::NoAnswer
             } else {
-                Ending::Answered
+                Ending::Responded
             };
             let _ = layer.respond(server, best, now);
             self.events.push_back(ProxyEvent::Final {

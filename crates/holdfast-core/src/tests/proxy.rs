@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::sim::*;
 use crate::proxy::route::{self, BRANCH_PREFIX};
-use crate::proxy::Ending::{self, Answered, Cancelled, NoAnswer};
+use crate::proxy::Ending::{self, Cancelled, NoAnswer, Responded};
 use crate::proxy::{ProxyConfig, ProxyEvent};
 use crate::transaction::{Config, Event, TransactionKey, TransactionState};
 use crate::Transport;
@@ -207,7 +207,7 @@ Content-Length: 0\n\n",
         1,
         "the ACK for the 2xx reaches the callee"
     );
-    assert_ended(&star, &key, &[100, 180, 200], (2000, 200, Answered));
+    assert_ended(&star, &key, &[100, 180, 200], (2000, 200, Responded));
 }
 
 /// The callee's 2xx retransmissions (§13.3.1.4) reach the caller through the proxy
@@ -230,7 +230,7 @@ fn two_xx_retransmissions_are_relayed_until_the_ack() {
     );
     assert_eq!(star.caller.node.tu.acks_sent, 1);
     assert_eq!(acks_at(&star, 0), 1);
-    assert_ended(&star, &key, &[180, 200, 200, 200], (1000, 200, Answered));
+    assert_ended(&star, &key, &[180, 200, 200, 200], (1000, 200, Responded));
 }
 
 /// Parallel forking: the first 2xx goes to the caller and the other branches are
@@ -266,7 +266,7 @@ fn parallel_fork_first_2xx_wins_and_cancels_the_others() {
     }
     assert_eq!(to_caller(&star), [(0, 180), (0, 180), (1000, 200)]);
     assert_eq!(acks_at(&star, 0), 1);
-    assert_ended(&star, &key, &[180, 180, 200], (1000, 200, Answered));
+    assert_ended(&star, &key, &[180, 180, 200], (1000, 200, Responded));
 }
 
 /// Two forks answer 2xx before the CANCEL reaches the second: both 2xx reach the
@@ -292,7 +292,7 @@ fn parallel_fork_two_2xx_both_forwarded() {
         .collect();
     assert_eq!(oks, ["callee0", "callee1"]);
     assert_eq!((acks_at(&star, 0), acks_at(&star, 1)), (1, 1));
-    assert_ended(&star, &key, &[180, 180, 200, 200], (990, 200, Answered));
+    assert_ended(&star, &key, &[180, 180, 200, 200], (990, 200, Responded));
 }
 
 /// Sequential forking: the q 0.5 group starts only when both q 1.0 branches have
@@ -310,7 +310,7 @@ fn sequential_fork_by_q_stops_at_2xx() {
     assert_eq!(requests_to(&star, 1, &Method::Invite), [0]);
     assert_eq!(requests_to(&star, 2, &Method::Invite), [2000]);
     assert!(requests_to(&star, 3, &Method::Invite).is_empty());
-    assert_ended(&star, &key, &[180, 180, 180, 200], (2500, 200, Answered));
+    assert_ended(&star, &key, &[180, 180, 180, 200], (2500, 200, Responded));
 }
 
 /// Sequential forking stops at a 6xx too: the next group never starts.
@@ -324,7 +324,7 @@ fn sequential_fork_stops_at_6xx() {
     star.drive();
     assert_eq!(requests_to(&star, 1, &Method::Invite), [0]);
     assert!(requests_to(&star, 2, &Method::Invite).is_empty());
-    assert_ended(&star, &key, &[603], (0, 603, Answered));
+    assert_ended(&star, &key, &[603], (0, 603, Responded));
 }
 
 /// A 6xx beats every other answer and cancels the branches still ringing; the best
@@ -339,7 +339,7 @@ fn six_xx_wins_and_cancels_the_other_branches() {
     star.drive();
     assert_eq!(requests_to(&star, 2, &Method::Cancel), [1000]);
     assert_eq!(star.callees[2].node.responses_sent(487).len(), 1);
-    assert_ended(&star, &key, &[180, 180, 600], (1000, 600, Answered));
+    assert_ended(&star, &key, &[180, 180, 600], (1000, 600, Responded));
 }
 
 /// Runs one INVITE to callees answering at once with `statuses` (callee `i` after
@@ -410,7 +410,7 @@ fn best_response_selection() {
 
     let (best, star) = best_of(&[503], &[]);
     assert_eq!(best.status(), Some(500));
-    assert_eq!(finals(&star), [(0, 500, Answered)]);
+    assert_eq!(finals(&star), [(0, 500, Responded)]);
 
     let (best, _) = best_of(&[503, 480], &[]);
     assert_eq!(best.status(), Some(480));
@@ -521,7 +521,7 @@ fn cancel_racing_a_200_the_200_wins() {
     assert!(star.callees[0].node.responses_sent(487).is_empty());
     assert_eq!(star.caller.node.tu.acks_sent, 1);
     assert_eq!(acks_at(&star, 0), 1);
-    assert_ended(&star, &key, &[180, 200], (330, 200, Answered));
+    assert_ended(&star, &key, &[180, 200], (330, 200, Responded));
 }
 
 /// The caller cancels before the branch answered provisionally: the proxy holds its
@@ -604,7 +604,7 @@ fn transport_error_on_a_branch_counts_as_480() {
     let key = star.invite(1);
     star.drive();
     assert!(star.callees[0].node.new_requests().is_empty());
-    assert_ended(&star, &key, &[180, 480], (1000, 480, Answered));
+    assert_ended(&star, &key, &[180, 480], (1000, 480, Responded));
 }
 
 /// A ringing branch that goes silent, then timer C: its CANCEL is never answered,
@@ -639,7 +639,7 @@ fn cancelled_branch_ringing_forever_is_given_up_after_64_t1() {
     star.cancel(&key);
     star.drive();
     assert_eq!(requests_to(&star, 0, &Method::Cancel).first(), Some(&1000));
-    assert_ended(&star, &key, &[183, 408], (33_000, 408, Cancelled));
+    assert_ended(&star, &key, &[183, 487], (33_000, 487, Cancelled));
 }
 
 /// Non-INVITE requests (MESSAGE, BYE) are forwarded and their response relayed,
@@ -655,7 +655,7 @@ fn non_invite_forwarded_without_timer_c() {
     star.drive();
     assert_eq!(star.caller.node.statuses(&key), [202]);
     assert_eq!(received(&star, 0, &Method::Message).len(), 1);
-    assert_eq!(finals(&star), [(3000, 202, Answered)]);
+    assert_eq!(finals(&star), [(3000, 202, Responded)]);
 
     star.callees[0].node.tu.non_invite_script = vec![(ms(0), 200)];
     let bye = request("BYE", "z9hG4bKbye1", 2, "message-1", Transport::Udp);
@@ -667,7 +667,7 @@ fn non_invite_forwarded_without_timer_c() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].max_forwards(), Some(69));
     assert_eq!(got[0].vias().count(), 2);
-    assert_eq!(finals(&star)[1..], [(bye_at, 200, Answered)]);
+    assert_eq!(finals(&star)[1..], [(bye_at, 200, Responded)]);
     assert_drained(&star);
 }
 
@@ -681,7 +681,7 @@ fn forked_non_invite_relays_one_final() {
     star.drive();
     assert_eq!(to_caller(&star), [(0, 200)]);
     assert!(requests_to(&star, 1, &Method::Cancel).is_empty());
-    assert_ended(&star, &key, &[200], (0, 200, Answered));
+    assert_ended(&star, &key, &[200], (0, 200, Responded));
 }
 
 /// §16.3 item 4 and §16.6 item 8: a request that comes back to the proxy unchanged
@@ -818,7 +818,7 @@ fn lossy_network_calls_complete() {
         }
         let answered = finals(&star);
         assert_eq!(answered.len(), 3, "seed {seed}");
-        assert!(answered.iter().all(|f| (f.1, f.2) == (200, Answered)));
+        assert!(answered.iter().all(|f| (f.1, f.2) == (200, Responded)));
         assert_drained(&star);
     }
 }
