@@ -178,13 +178,19 @@ fn receive(
         }
         return;
     }
-    if let Err(e) = layer.handle_message(msg.clone(), to_core(&peer), now) {
-        // The request lacks what transaction matching needs: answer statelessly.
-        if msg.is_request() && msg.method() != Some(&Method::Ack) {
-            let resp = msg.response(400, &format!("Bad Request ({e})"), Some(&new_tag()));
-            shared.send(&peer, resp.to_bytes());
+    if msg.is_request() {
+        // A request that lacks what transaction matching needs is answered
+        // statelessly (an ACK is dropped). Checked here so that the message itself
+        // need not be kept (copied) for the answer.
+        if let Err(e) = TransactionKey::server(&msg) {
+            if msg.method() != Some(&Method::Ack) {
+                let resp = msg.response(400, &format!("Bad Request ({e})"), Some(&new_tag()));
+                shared.send(&peer, resp.to_bytes());
+            }
+            return;
         }
     }
+    let _ = layer.handle_message(msg, to_core(&peer), now);
 }
 
 impl Core {
@@ -338,15 +344,19 @@ impl Core {
             InDialog::Unreachable => {
                 respond(&mut self.layer, &request, 480, "Temporarily Unavailable")
             }
-            InDialog::NotOurs => crate::proxy::admit(
-                self.shared.clone(),
-                self.registrar.clone(),
-                self.domains.clone(),
-                key,
-                request,
-                peer,
-                self.admissions.clone(),
-            ),
+            InDialog::NotOurs => {
+                if let Some(decided) = crate::proxy::admit(
+                    &self.shared,
+                    &self.registrar,
+                    &self.domains,
+                    key,
+                    request,
+                    peer,
+                    &self.admissions,
+                ) {
+                    self.admitted(decided, now);
+                }
+            }
         }
     }
 

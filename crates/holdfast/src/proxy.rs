@@ -81,6 +81,14 @@ impl Domains {
         }
     }
 
+    /// Whether `domain` is served, when the cache is fresh.
+    pub fn cached(&self, domain: &str) -> Option<bool> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, set) = &*cache;
+        at.is_some_and(|t| t.elapsed() < DOMAIN_TTL)
+            .then(|| set.contains(&domain.to_ascii_lowercase()))
+    }
+
     pub async fn serves(&self, domain: &str) -> bool {
         let domain = domain.to_ascii_lowercase();
         let (at, set) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -192,66 +200,114 @@ pub fn unix_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Admits an out-of-dialog request off the core task; the decision goes to `out`.
+/// Admits an out-of-dialog request. When everything it needs is in the caches (the
+/// usual case) the decision is made now, on the core task, and returned; otherwise
+/// the lookups run off the core task and the decision goes to `out`.
 pub fn admit(
-    shared: Arc<Shared>,
-    registrar: Arc<Registrar>,
-    domains: Arc<Domains>,
+    shared: &Arc<Shared>,
+    registrar: &Arc<Registrar>,
+    domains: &Arc<Domains>,
     key: TransactionKey,
     request: Message,
     peer: Peer,
-    out: mpsc::Sender<Admission>,
-) {
+    out: &mpsc::Sender<Admission>,
+) -> Option<Admission> {
+    let (key, request, peer) = match decide(shared, registrar, domains, key, request, peer) {
+        Ok(decided) => return Some(decided),
+        Err(pending) => *pending,
+    };
+    let (shared, registrar, domains, out) = (
+        shared.clone(),
+        registrar.clone(),
+        domains.clone(),
+        out.clone(),
+    );
     tokio::spawn(async move {
-        let decision = decide(&shared, &registrar, &domains, key, request, peer).await;
-        let _ = out.send(decision).await;
+        warm(&registrar, &domains, &request).await;
+        let decided =
+            decide(&shared, &registrar, &domains, key, request, peer).unwrap_or_else(|pending| {
+                let (key, request, _) = *pending;
+                // Still not decidable: the directory did not answer.
+                let mut response = request.response(503, "Service Unavailable", Some(&new_tag()));
+                crate::core::add_header(&mut response, "Retry-After", b"5");
+                Admission::Answer {
+                    key,
+                    response,
+                    call: None,
+                }
+            });
+        let _ = out.send(decided).await;
     });
+    None
 }
 
-async fn decide(
+/// Fills the caches [`decide`] reads for this request: the served domains, the user
+/// its Proxy-Authorization names, and the callee.
+async fn warm(registrar: &Registrar, domains: &Domains, request: &Message) {
+    if let Some((_, domain)) = request.from().and_then(|f| aor_of_uri(&f.uri)) {
+        if domains.serves(&domain).await {
+            registrar.warm_proxy_credentials(request, &domain).await;
+        }
+    }
+    if let Some((user, domain)) = request.request_uri().and_then(aor_of_uri) {
+        if domains.serves(&domain).await {
+            registrar.warm_user(&user, &domain).await;
+        }
+    }
+}
+
+/// A request admission could not decide from the caches, given back whole.
+type Pending = Box<(TransactionKey, Message, Peer)>;
+
+/// The admission decision from the caches; the request back when a lookup is needed.
+fn decide(
     shared: &Arc<Shared>,
     registrar: &Registrar,
     domains: &Domains,
     key: TransactionKey,
     request: Message,
     peer: Peer,
-) -> Admission {
-    let answer = |request: &Message, status: u16, reason: &str| {
-        request.response(status, reason, Some(&new_tag()))
-    };
-    let from = request.from().map(|f| f.uri.clone());
-    let caller = from.as_ref().and_then(aor_of_uri);
+) -> Result<Admission, Pending> {
+    let caller = request.from().and_then(|f| aor_of_uri(&f.uri));
     // 1. A local user's request must prove who it is.
     if let Some((user, domain)) = &caller {
-        if domains.serves(domain).await {
-            if let Err(response) = registrar
-                .authorize(shared, &request, &peer, user, domain)
-                .await
-            {
-                return Admission::Answer {
-                    key,
-                    response,
-                    call: None,
-                };
+        let Some(local) = domains.cached(domain) else {
+            return Err(Box::new((key, request, peer)));
+        };
+        if local {
+            match registrar.authorize_cached(shared, &request, &peer, user, domain) {
+                None => return Err(Box::new((key, request, peer))),
+                Some(Err(response)) => {
+                    return Ok(Admission::Answer {
+                        key,
+                        response,
+                        call: None,
+                    })
+                }
+                Some(Ok(())) => {}
             }
         }
     }
-    let call = CallStart::new(&request, &peer, caller.as_ref());
-    let refuse = |request: &Message, status: u16, reason: &str| Admission::Answer {
-        response: answer(request, status, reason),
-        key: key.clone(),
-        call: call.clone(),
-    };
+    let refuse =
+        |key: TransactionKey, request: &Message, status: u16, reason: &str| Admission::Answer {
+            response: request.response(status, reason, Some(&new_tag())),
+            call: CallStart::new(request, &peer, caller.as_ref()),
+            key,
+        };
     // 2. No open relay: only domains holdfast serves.
     let Some((user, domain)) = request.request_uri().and_then(aor_of_uri) else {
-        return refuse(&request, 416, "Unsupported URI Scheme");
+        return Ok(refuse(key, &request, 416, "Unsupported URI Scheme"));
     };
-    if !domains.serves(&domain).await {
-        return refuse(&request, 403, "Relaying Forbidden");
+    match domains.cached(&domain) {
+        None => return Err(Box::new((key, request, peer))),
+        Some(false) => return Ok(refuse(key, &request, 403, "Relaying Forbidden")),
+        Some(true) => {}
     }
     // 3. The callee.
-    if !registrar.user_exists(&user, &domain).await {
-        return refuse(&request, 404, "Not Found");
+    match registrar.user_exists_cached(&user, &domain) {
+        None => return Err(Box::new((key, request, peer))),
+        Some(false) => return Ok(refuse(key, &request, 404, "Not Found")),
+        Some(true) => {}
     }
     let aor = format!("{user}@{domain}");
     let caller_peer = to_core(&peer);
@@ -262,14 +318,14 @@ async fn decide(
         .filter_map(|b| target_for(shared, &registrar.tokens, b, &caller_peer, record))
         .collect();
     if targets.is_empty() {
-        return refuse(&request, 480, "Temporarily Unavailable");
+        return Ok(refuse(key, &request, 480, "Temporarily Unavailable"));
     }
-    Admission::Forward {
+    Ok(Admission::Forward {
+        call: CallStart::new(&request, &peer, caller.as_ref()),
         key,
         request,
         targets,
-        call,
-    }
+    })
 }
 
 /// Whether a Route value names holdfast: its user part is a verified flow token, or

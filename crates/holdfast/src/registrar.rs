@@ -391,37 +391,64 @@ impl Registrar {
             .cloned()
     }
 
-    /// Whether `user@domain` exists (cached like credentials).
-    pub async fn user_exists(&self, user: &str, domain: &str) -> bool {
-        self.credentials(user, domain).await.is_some()
+    /// Whether `user@domain` exists, when the credential cache has a fresh answer.
+    pub fn user_exists_cached(&self, user: &str, domain: &str) -> Option<bool> {
+        self.cached_credentials(user, domain).map(|c| c.is_some())
+    }
+
+    /// Looks up `user@domain` so that the cache has a fresh answer.
+    pub async fn warm_user(&self, user: &str, domain: &str) {
+        let _ = self.credentials(user, domain).await;
+    }
+
+    /// The Digest credentials a request offers for `realm` in `field`.
+    fn offered(
+        request: &Message,
+        field: HeaderName,
+        realm: &str,
+    ) -> Option<holdfast_sip::auth::DigestCredentials> {
+        request.credentials(field).find_map(|c| match c {
+            Credentials::Digest(d) if d.realm.as_deref() == Some(realm.as_bytes()) => {
+                Some(d.clone())
+            }
+            _ => None,
+        })
+    }
+
+    /// Looks up the user a request's Proxy-Authorization names, so that
+    /// [`authorize_cached`](Self::authorize_cached) can decide from the cache.
+    pub async fn warm_proxy_credentials(&self, request: &Message, domain: &str) {
+        if let Some(creds) = Self::offered(request, HeaderName::ProxyAuthorization, domain) {
+            self.warm_user(&digest_user(&creds), domain).await;
+        }
     }
 
     /// Proxy authentication (RFC 3261 §22.3) of a request from a local user of
     /// `domain` whose From user is `user`: `Ok` when its Proxy-Authorization verifies
     /// for that user, else the answer (407 with a challenge, or 403 with the
-    /// registrar's anti-enumeration and ban rules).
-    pub async fn authorize(
+    /// registrar's anti-enumeration and ban rules). `None` when the user's credentials
+    /// are not in the cache: [`warm_proxy_credentials`](Self::warm_proxy_credentials)
+    /// first, off the core task.
+    pub fn authorize_cached(
         &self,
         shared: &Arc<Shared>,
         request: &Message,
         peer: &Peer,
         user: &str,
         domain: &str,
-    ) -> Result<(), Message> {
+    ) -> Option<Result<(), Message>> {
         let now = unix_now();
-        let creds = request
-            .credentials(HeaderName::ProxyAuthorization)
-            .find_map(|c| match c {
-                Credentials::Digest(d) if d.realm.as_deref() == Some(domain.as_bytes()) => {
-                    Some(d.clone())
-                }
-                _ => None,
-            });
-        let Some(creds) = creds else {
-            return Err(self.challenge_with(request, domain, false, now, Challenge::Proxy));
+        let Some(creds) = Self::offered(request, HeaderName::ProxyAuthorization, domain) else {
+            return Some(Err(self.challenge_with(
+                request,
+                domain,
+                false,
+                now,
+                Challenge::Proxy,
+            )));
         };
         let username = digest_user(&creds);
-        let stored = self.credentials(&username, domain).await;
+        let stored = self.cached_credentials(&username, domain)?;
         let method = request.method().map(|m| m.as_bytes()).unwrap_or_default();
         let verdict = self.auth.lock().unwrap_or_else(|e| e.into_inner()).verify(
             &creds,
@@ -430,7 +457,7 @@ impl Registrar {
             stored.as_ref(),
             now,
         );
-        match verdict {
+        Some(match verdict {
             Verdict::Stale => {
                 Err(self.challenge_with(request, domain, true, now, Challenge::Proxy))
             }
@@ -439,7 +466,15 @@ impl Registrar {
                 self.failed(shared, peer, &username, domain);
                 Err(request.response(403, "Forbidden", Some(&crate::core::new_tag())))
             }
-        }
+        })
+    }
+
+    /// A fresh cached answer for `username@domain`: `Some(None)` when the user does
+    /// not exist, `None` when the cache has nothing fresh.
+    fn cached_credentials(&self, username: &str, domain: &str) -> Option<Option<Ha1>> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, v) = cache.get(&(username.to_string(), domain.to_string()))?;
+        (Instant::now().saturating_duration_since(*at) < CREDENTIAL_TTL).then(|| v.clone())
     }
 
     fn failed(&self, shared: &Arc<Shared>, peer: &Peer, username: &str, domain: &str) {

@@ -115,7 +115,7 @@ pub enum ForwardError {
 
 #[derive(Debug)]
 struct Context {
-    request: Message,
+    request: std::sync::Arc<Message>,
     invite: bool,
     groups: VecDeque<Vec<Target>>,
     /// Every branch started for this request (client transaction keys).
@@ -131,7 +131,8 @@ struct Context {
 #[derive(Debug)]
 struct Branch {
     server: TransactionKey,
-    request: Message,
+    /// What a CANCEL of this branch copies (INVITE branches only).
+    cancel: Option<CancelParts>,
     peer: Peer,
     provisional: bool,
     cancel_pending: bool,
@@ -226,7 +227,7 @@ impl Proxy {
         self.contexts.insert(
             server.clone(),
             Context {
-                request,
+                request: std::sync::Arc::new(request),
                 invite,
                 groups,
                 branches: Vec::new(),
@@ -285,10 +286,14 @@ impl Proxy {
             let _ = out.push_record_route(rr.as_bytes());
         }
         let via = Via::new(target.peer.transport.as_str(), &target.sent_by, &branch);
+        let mut cancel = None;
         let started = match via {
             Some(via) => {
                 out.push_via(&via);
-                layer.start_client(out.clone(), target.peer, now).ok()
+                if out.method() == Some(&Method::Invite) {
+                    cancel = CancelParts::of(&out);
+                }
+                layer.start_client(out, target.peer, now).ok()
             }
             None => None,
         };
@@ -319,7 +324,7 @@ impl Proxy {
             key,
             Branch {
                 server: server.clone(),
-                request: out,
+                cancel,
                 peer: target.peer,
                 provisional: false,
                 cancel_pending: false,
@@ -589,7 +594,7 @@ impl Proxy {
             let Some(b) = self.branches.get_mut(&key) else {
                 continue;
             };
-            if b.done || b.cancel_sent || b.request.method() != Some(&Method::Invite) {
+            if b.done || b.cancel_sent || b.cancel.is_none() {
                 continue;
             }
             if b.provisional {
@@ -619,7 +624,7 @@ impl Proxy {
             .unwrap_or(now);
         self.timer_c.insert((at, id), key.clone());
         b.timer_c = Some((at, id));
-        let Some(cancel) = build_cancel(&b.request, &self.limits) else {
+        let Some(cancel) = b.cancel.as_ref().and_then(|c| c.build(&self.limits)) else {
             return;
         };
         if let Ok(k) = layer.start_client(cancel, b.peer, now) {
@@ -726,28 +731,53 @@ fn is_challenge(h: &Header) -> bool {
     )
 }
 
-/// The CANCEL for a forwarded INVITE (§9.1): same Request-URI, Call-ID, From, To,
-/// CSeq number and Route, and only the branch's own Via.
-fn build_cancel(invite: &Message, limits: &Limits) -> Option<Message> {
-    let line = invite.request_line()?;
-    let via = invite.top_via()?;
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(b"CANCEL ");
-    out.extend_from_slice(line.uri.as_bytes());
-    out.extend_from_slice(b" SIP/2.0\r\nVia: ");
-    out.extend_from_slice(via.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for h in invite.headers() {
-        match h.name() {
-            HeaderName::Route | HeaderName::From | HeaderName::To | HeaderName::CallId => {
-                out.extend_from_slice(h.line());
-            }
-            _ => {}
-        }
+/// What the CANCEL of a forwarded INVITE copies from it (§9.1): the Request-URI, the
+/// branch's own Via (only that one), the Route, From, To and Call-ID fields, and the
+/// CSeq number. Shared slices of the INVITE, kept instead of the whole request.
+#[derive(Debug)]
+struct CancelParts {
+    uri: Bytes,
+    via: Bytes,
+    lines: Vec<Bytes>,
+    cseq: u32,
+}
+
+impl CancelParts {
+    fn of(invite: &Message) -> Option<CancelParts> {
+        Some(CancelParts {
+            uri: invite.request_line()?.uri.as_bytes().clone(),
+            via: invite.top_via()?.as_bytes().clone(),
+            lines: invite
+                .headers()
+                .iter()
+                .filter(|h| {
+                    matches!(
+                        h.name(),
+                        HeaderName::Route | HeaderName::From | HeaderName::To | HeaderName::CallId
+                    )
+                })
+                .map(|h| h.line().clone())
+                .collect(),
+            cseq: invite.cseq()?.seq,
+        })
     }
-    let cseq = invite.cseq()?.seq;
-    out.extend_from_slice(
-        format!("CSeq: {cseq} CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").as_bytes(),
-    );
-    parse_datagram(Bytes::from(out), limits).ok()
+
+    /// The CANCEL request.
+    fn build(&self, limits: &Limits) -> Option<Message> {
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(b"CANCEL ");
+        out.extend_from_slice(&self.uri);
+        out.extend_from_slice(b" SIP/2.0\r\nVia: ");
+        out.extend_from_slice(&self.via);
+        out.extend_from_slice(b"\r\n");
+        for line in &self.lines {
+            out.extend_from_slice(line);
+        }
+        let cseq = self.cseq;
+        out.extend_from_slice(
+            format!("CSeq: {cseq} CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+                .as_bytes(),
+        );
+        parse_datagram(Bytes::from(out), limits).ok()
+    }
 }
