@@ -123,11 +123,7 @@ pub async fn run(
                         .with_context(|| format!("binding udp:{}", l.addr))?,
                 );
                 let local = sock.local_addr()?;
-                shared
-                    .locals
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(local);
+                shared.add_local(local);
                 shared
                     .udp
                     .write()
@@ -141,11 +137,7 @@ pub async fn run(
                     .await
                     .with_context(|| format!("binding {}:{}", t.as_str(), l.addr))?;
                 let local = listener.local_addr()?;
-                shared
-                    .locals
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(local);
+                shared.add_local(local);
                 tracing::info!(%local, transport = t.as_str(), "listening");
                 tasks.push(tokio::spawn(transport::stream::accept_loop(
                     shared.clone(),
