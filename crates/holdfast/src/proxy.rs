@@ -423,6 +423,7 @@ pub fn resolve_in_dialog(
 pub fn forward_stateless(request: &Message, target: &Target) -> Option<Bytes> {
     let mut out = request.clone();
     out.decrement_max_forwards()?;
+    route::ensure_content_length(&mut out);
     out.set_request_uri(target.uri.clone());
     let via = Via::new(
         target.peer.transport.as_str(),
@@ -444,6 +445,7 @@ pub fn stray_response_destination(response: &mut Message) -> Option<CorePeer> {
         return None;
     }
     response.pop_via();
+    route::ensure_content_length(response);
     let via = response.top_via()?;
     let transport = Transport::from_via(&via.transport)?;
     let ip = via

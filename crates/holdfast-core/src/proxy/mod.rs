@@ -281,6 +281,7 @@ impl Proxy {
         let branch = route::branch(request);
         out.set_request_uri(target.uri.clone());
         let _ = out.decrement_max_forwards();
+        route::ensure_content_length(&mut out);
         route::push_routes(&mut out, &target.route);
         for rr in target.record_route.iter().rev() {
             let _ = out.push_record_route(rr.as_bytes());
@@ -407,6 +408,7 @@ impl Proxy {
         };
         // §16.7 item 3: remove holdfast's own Via.
         response.pop_via();
+        route::ensure_content_length(&mut response);
         if response.top_via().is_none() {
             return;
         }
