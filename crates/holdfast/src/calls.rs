@@ -69,7 +69,8 @@ impl CallStart {
 fn disposition(status: u16, ending: Ending) -> Disposition {
     match (ending, status) {
         (_, 200..=299) => Disposition::Answered,
-        (Ending::Cancelled, _) => Disposition::Cancelled,
+        // 487 answers a CANCEL: the caller's (before or during admission).
+        (Ending::Cancelled, _) | (_, 487) => Disposition::Cancelled,
         (Ending::NoAnswer, _) | (_, 408) => Disposition::NoAnswer,
         (_, 486 | 600 | 603) => Disposition::Busy,
         _ => Disposition::Failed,

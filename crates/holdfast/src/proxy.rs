@@ -1,13 +1,14 @@
 //! The proxy in the shell: deciding where a request goes, before the sans-IO proxy
 //! core ([`holdfast_core::proxy`]) forwards it.
 //!
-//! An out-of-dialog request (INVITE, MESSAGE, SUBSCRIBE, REFER …) is *admitted* off
-//! the core task, because it may need the directory:
+//! An out-of-dialog request (INVITE, MESSAGE, SUBSCRIBE, REFER …, with no To tag
+//! whatever its Route) is *admitted* off the core task, because it may need the
+//! directory:
 //!
 //! 1. From a local user (the From domain is one holdfast serves): proxy
 //!    authentication (407, RFC 3261 §22.3) with the registrar's digest logic, its
 //!    identical answers for every failure and its ban rules; the authenticated user
-//!    must be the From user.
+//!    must be the From user, and the credentials go no further.
 //! 2. To a domain holdfast does not serve: 403, there being no trunks (no open
 //!    relay). Nothing is ever resolved or sent to a host a request names.
 //! 3. To an unknown user: 404. To a user with no binding: 480.
@@ -30,7 +31,8 @@ use holdfast_core::proxy::route::{self, FlowTokens, FLOW_SEPARATOR};
 use holdfast_core::proxy::Target;
 use holdfast_core::registrar::Binding;
 use holdfast_core::{Peer as CorePeer, TransactionKey, Transport};
-use holdfast_sip::{Message, Method, NameAddr, Uri, Via};
+use holdfast_sip::auth::Credentials;
+use holdfast_sip::{Header, HeaderName, Message, Method, NameAddr, Uri, Value, Via};
 use holdfast_store::{Directory, SqliteStore};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -265,7 +267,7 @@ fn decide(
     registrar: &Registrar,
     domains: &Domains,
     key: TransactionKey,
-    request: Message,
+    mut request: Message,
     peer: Peer,
 ) -> Result<Admission, Pending> {
     let caller = request.from().and_then(|f| aor_of_uri(&f.uri));
@@ -286,6 +288,7 @@ fn decide(
                 }
                 Some(Ok(())) => {}
             }
+            consume_credentials(&mut request, domain);
         }
     }
     let refuse =
@@ -328,6 +331,28 @@ fn decide(
     })
 }
 
+/// Takes out the credentials a request carried for holdfast's `realm`: they were for
+/// holdfast alone (RFC 3261 §22.3), and a callee given the caller's digest response
+/// could guess the caller's password offline. Credentials for other realms stay.
+fn consume_credentials(request: &mut Message, realm: &str) {
+    let ours = |h: &Header| match h.value() {
+        Value::Credentials(c) => matches!(&**c,
+            Credentials::Digest(d) if d.realm.as_deref() == Some(realm.as_bytes())),
+        _ => false,
+    };
+    let others: Vec<Header> = request
+        .headers()
+        .iter()
+        .filter(|h| h.name() == HeaderName::ProxyAuthorization && !ours(h))
+        .cloned()
+        .collect();
+    if request.remove_headers(HeaderName::ProxyAuthorization) > 0 {
+        for h in others {
+            request.push_header(h);
+        }
+    }
+}
+
 /// Whether a Route value names holdfast: its user part is a verified flow token, or
 /// its host and port are one of holdfast's sockets.
 fn our_route(shared: &Shared, tokens: &FlowTokens, route: &NameAddr) -> Option<Vec<CorePeer>> {
@@ -348,8 +373,8 @@ fn our_route(shared: &Shared, tokens: &FlowTokens, route: &NameAddr) -> Option<V
 /// Where an in-dialog request goes.
 #[derive(Debug)]
 pub enum InDialog {
-    /// Not for holdfast's dialogs (no Route naming a flow of holdfast's on top): the
-    /// request is admitted like any out-of-dialog request.
+    /// Not for holdfast's dialogs (no Route naming a flow of holdfast's on top, or no
+    /// To tag): the request is admitted like any out-of-dialog request.
     NotOurs,
     /// Forward to this target (the request's own Routes to holdfast are removed).
     Forward(Box<Target>),
@@ -382,6 +407,12 @@ pub fn resolve_in_dialog(
     let Some(flows) = last else {
         return InDialog::NotOurs;
     };
+    // No To tag: outside any dialog (RFC 3261 §12.2). Whatever its Route says, it is
+    // admitted like any new request: neither a flow token nor a device's Contact lets
+    // it skip authentication.
+    if request.to().and_then(|t| t.tag()).is_none() {
+        return InDialog::NotOurs;
+    }
     let came_from = |p: &CorePeer| p.addr == from.remote && p.transport == to_core(from).transport;
     let chosen = match flows.as_slice() {
         [one] => Some(*one),
