@@ -214,10 +214,14 @@ pub fn admit(
     peer: Peer,
     out: &mpsc::Sender<Admission>,
 ) -> Option<Admission> {
-    let (key, request, peer) = match decide(shared, registrar, domains, key, request, peer) {
-        Ok(decided) => return Some(decided),
-        Err(pending) => *pending,
-    };
+    // Decide only once everything is cached: verifying credentials records their
+    // nonce count, so one request's decision must never be started twice.
+    if cached(registrar, domains, &request) {
+        return Some(
+            decide(shared, registrar, domains, key, request, peer)
+                .unwrap_or_else(|pending| unavailable(*pending)),
+        );
+    }
     let (shared, registrar, domains, out) = (
         shared.clone(),
         registrar.clone(),
@@ -226,21 +230,47 @@ pub fn admit(
     );
     tokio::spawn(async move {
         warm(&registrar, &domains, &request).await;
-        let decided =
-            decide(&shared, &registrar, &domains, key, request, peer).unwrap_or_else(|pending| {
-                let (key, request, _) = *pending;
-                // Still not decidable: the directory did not answer.
-                let mut response = request.response(503, "Service Unavailable", Some(&new_tag()));
-                crate::core::add_header(&mut response, "Retry-After", b"5");
-                Admission::Answer {
-                    key,
-                    response,
-                    call: None,
-                }
-            });
+        let decided = if cached(&registrar, &domains, &request) {
+            decide(&shared, &registrar, &domains, key, request, peer)
+                .unwrap_or_else(|pending| unavailable(*pending))
+        } else {
+            // Still not decidable: the directory did not answer.
+            unavailable((key, request, peer))
+        };
         let _ = out.send(decided).await;
     });
     None
+}
+
+/// 503: the directory could not be read.
+fn unavailable((key, request, _): (TransactionKey, Message, Peer)) -> Admission {
+    let mut response = request.response(503, "Service Unavailable", Some(&new_tag()));
+    crate::core::add_header(&mut response, "Retry-After", b"5");
+    Admission::Answer {
+        key,
+        response,
+        call: None,
+    }
+}
+
+/// Whether the caches hold everything [`decide`] reads for this request (what
+/// [`warm`] fills).
+fn cached(registrar: &Registrar, domains: &Domains, request: &Message) -> bool {
+    if let Some((_, domain)) = request.from().and_then(|f| aor_of_uri(&f.uri)) {
+        match domains.cached(&domain) {
+            None => return false,
+            Some(true) if !registrar.proxy_credentials_cached(request, &domain) => return false,
+            _ => {}
+        }
+    }
+    if let Some((user, domain)) = request.request_uri().and_then(aor_of_uri) {
+        match domains.cached(&domain) {
+            None => return false,
+            Some(true) if registrar.user_exists_cached(&user, &domain).is_none() => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 /// Fills the caches [`decide`] reads for this request: the served domains, the user
@@ -271,6 +301,7 @@ fn decide(
     peer: Peer,
 ) -> Result<Admission, Pending> {
     let caller = request.from().and_then(|f| aor_of_uri(&f.uri));
+    let mut authenticated = false;
     // 1. A local user's request must prove who it is.
     if let Some((user, domain)) = &caller {
         let Some(local) = domains.cached(domain) else {
@@ -289,6 +320,7 @@ fn decide(
                 Some(Ok(())) => {}
             }
             consume_credentials(&mut request, domain);
+            authenticated = true;
         }
     }
     let refuse =
@@ -303,7 +335,17 @@ fn decide(
     };
     match domains.cached(&domain) {
         None => return Err(Box::new((key, request, peer))),
-        Some(false) => return Ok(refuse(key, &request, 403, "Relaying Forbidden")),
+        Some(false) => {
+            // Recorded only for a local user: a stranger's relay attempts must not be
+            // able to fill the call history.
+            let mut refused = refuse(key, &request, 403, "Relaying Forbidden");
+            if let Admission::Answer { call, .. } = &mut refused {
+                if !authenticated {
+                    *call = None;
+                }
+            }
+            return Ok(refused);
+        }
         Some(true) => {}
     }
     // 3. The callee.

@@ -423,6 +423,17 @@ impl Registrar {
         }
     }
 
+    /// Whether the cache holds what [`authorize_cached`](Self::authorize_cached) needs
+    /// for this request (nothing, when it offers no credentials for `domain`).
+    pub fn proxy_credentials_cached(&self, request: &Message, domain: &str) -> bool {
+        match Self::offered(request, HeaderName::ProxyAuthorization, domain) {
+            Some(creds) => self
+                .cached_credentials(&digest_user(&creds), domain)
+                .is_some(),
+            None => true,
+        }
+    }
+
     /// Proxy authentication (RFC 3261 §22.3) of a request from a local user of
     /// `domain` whose From user is `user`: `Ok` when its Proxy-Authorization verifies
     /// for that user, else the answer (407 with a challenge, or 403 with the
