@@ -188,6 +188,13 @@ impl CdrFilter {
             n => n.min(Self::MAX_LIMIT),
         }
     }
+
+    /// Checks the filter as [`Cdrs::query`] does, without a store: the cursor must be
+    /// one a page gave out, `to_ms` must not be before `from_ms`, and `user` must not
+    /// be empty. The error is [`StoreError::Invalid`] naming the field.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        validate_filter(self).map(|_| ())
+    }
 }
 
 /// One page of records, newest first.

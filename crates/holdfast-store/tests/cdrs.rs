@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{call, ended, failed};
+use common::{call, ended, failed, history};
 use holdfast_store::{
     BackendKind, CallRecord, CdrFilter, CdrOp, CdrPage, Cdrs, Disposition, HangupSide, SqliteStore,
     StoreError,
@@ -157,36 +157,7 @@ async fn open_calls_are_the_answered_unended_calls_of_one_node_oldest_first() {
 async fn filters_by_time_user_and_disposition() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
-    let records = vec![
-        ended(
-            call("1", "alice@x.test", "bob@x.test", T0),
-            10,
-            HangupSide::Caller,
-        ),
-        failed(
-            call("2", "bob@x.test", "alice@x.test", T0 + 1_000),
-            Disposition::Busy,
-            486,
-        ),
-        failed(
-            call("3", "carol@x.test", "bob@x.test", T0 + 2_000),
-            Disposition::NoAnswer,
-            480,
-        ),
-        call("4", "alice@x.test", "alice@x.test", T0 + 3_000),
-        failed(
-            call("5", "carol@x.test", "dave@x.test", T0 + 4_000),
-            Disposition::Failed,
-            503,
-        ),
-        failed(
-            call("6", "alice@x.test", "carol@x.test", T0 + 5_000),
-            Disposition::Cancelled,
-            487,
-        ),
-        // Case matters: an address of record's user part is case-sensitive.
-        call("7", "Alice@x.test", "bob@x.test", T0 + 6_000),
-    ];
+    let records = history(T0);
     store.record(puts(&records)).await.unwrap();
     let query = |filter: CdrFilter| {
         let store = &store;

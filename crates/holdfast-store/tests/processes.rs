@@ -74,39 +74,26 @@ fn child() {
         let store = SqliteStore::open(&dir).unwrap();
         let mut stdout = std::io::stdout();
         match role.as_str() {
-            // Applies bindings one at a time, saying which were acknowledged, until
-            // killed (or until the parent stops reading).
-            "kill9" => {
-                for i in 0..100_000 {
-                    store
-                        .apply(vec![BindingOp::Upsert(binding(
+            // Applies bindings (`kill9`) or records open calls (`cdr_kill9`) one at a
+            // time, saying which were acknowledged, until killed (or until the parent
+            // stops reading).
+            "kill9" | "cdr_kill9" => {
+                for i in 0..100_000_i64 {
+                    let write = if role == "kill9" {
+                        store.apply(vec![BindingOp::Upsert(binding(
                             &format!("user{i}@example.com"),
                             &format!("sip:user{i}@192.0.2.1"),
                             NOW + 3600,
                         ))])
-                        .await
-                        .unwrap();
-                    if writeln!(stdout, "acked {i}")
-                        .and_then(|()| stdout.flush())
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            }
-            // Records open calls one at a time, like `kill9`, each acknowledged only
-            // after the store's future resolved.
-            "cdr_kill9" => {
-                for i in 0..100_000_i64 {
-                    store
-                        .record(vec![CdrOp::Put(call(
+                    } else {
+                        store.record(vec![CdrOp::Put(call(
                             &format!("call-{i}"),
                             "alice@example.com",
                             "bob@example.com",
                             NOW * 1000 + i,
                         ))])
-                        .await
-                        .unwrap();
+                    };
+                    write.await.unwrap();
                     if writeln!(stdout, "acked {i}")
                         .and_then(|()| stdout.flush())
                         .is_err()
@@ -139,25 +126,31 @@ fn child() {
     });
 }
 
-#[tokio::test]
-async fn a_binding_acknowledged_before_sigkill_is_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut child, mut stdout) = spawn_child("kill9", dir.path());
+/// Runs the child `role` on `dir` until it has had at least [`ACKED_BEFORE_KILL`]
+/// writes acknowledged, kills it with SIGKILL while it writes the next, checks the
+/// database's integrity, and returns the last acknowledged write's number.
+fn kill_after_acks(role: &str, dir: &Path) -> usize {
+    let (mut child, mut stdout) = spawn_child(role, dir);
     let mut acked = 0;
     while acked < ACKED_BEFORE_KILL {
         acked = next_line(&mut stdout, "acked ").parse().unwrap();
     }
-    // The child is writing the next bindings as it dies.
     child.kill().unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), Some(9), "{status:?}");
 
-    let integrity: String = rusqlite::Connection::open(dir.path().join(SqliteStore::FILE_NAME))
+    let integrity: String = rusqlite::Connection::open(dir.join(SqliteStore::FILE_NAME))
         .unwrap()
         .query_row("PRAGMA integrity_check", [], |row| row.get(0))
         .unwrap();
     assert_eq!(integrity, "ok");
+    acked
+}
 
+#[tokio::test]
+async fn a_binding_acknowledged_before_sigkill_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let acked = kill_after_acks("kill9", dir.path());
     let store = SqliteStore::open(dir.path()).unwrap();
     let aors: HashSet<String> = store
         .load_unexpired(NOW)
@@ -178,15 +171,7 @@ async fn a_binding_acknowledged_before_sigkill_is_kept() {
 #[tokio::test]
 async fn a_call_record_acknowledged_before_sigkill_is_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, mut stdout) = spawn_child("cdr_kill9", dir.path());
-    let mut acked = 0;
-    while acked < ACKED_BEFORE_KILL {
-        acked = next_line(&mut stdout, "acked ").parse().unwrap();
-    }
-    child.kill().unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.signal(), Some(9), "{status:?}");
-
+    let acked = kill_after_acks("cdr_kill9", dir.path());
     // Each acknowledged record is there, and still an open call of its node: what the
     // restarted node reloads.
     let store = SqliteStore::open(dir.path()).unwrap();

@@ -1,8 +1,9 @@
 //! The admin HTTP listener: health, Prometheus metrics, bans, and (with the admin
-//! token) the directory of domains and users and the registrations.
+//! token) the directory of domains and users, the registrations and the call history.
 
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::cdr::{CdrQuery, ParamError, QueryError};
 use crate::shared::Shared;
 
 #[derive(Clone)]
@@ -31,6 +33,7 @@ pub fn router(shared: Arc<Shared>, store: Arc<SqliteStore>) -> Router {
         .route("/api/v1/users", get(list_users).post(add_user))
         .route("/api/v1/users/{aor}", delete(delete_user).put(set_password))
         .route("/api/v1/registrations", get(registrations))
+        .route("/api/v1/cdrs", get(cdrs))
         .with_state(App { shared, store })
 }
 
@@ -280,5 +283,52 @@ async fn registrations(State(app): State<App>, headers: HeaderMap) -> Response {
         }))
         .into_response(),
         Err(e) => store_error(e),
+    }
+}
+
+/// A 400 that names the parameter at fault.
+fn param_error(e: &ParamError) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "error": format!("invalid {e}"), "parameter": e.param })),
+    )
+        .into_response()
+}
+
+/// `GET /api/v1/cdrs?from=&to=&user=&disposition=&limit=&cursor=`: one page of call
+/// records, newest first. An unknown or repeated parameter is a 400 as well.
+async fn cdrs(
+    State(app): State<App>,
+    headers: HeaderMap,
+    pairs: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    if let Err(r) = authorize(&app, &headers) {
+        return r;
+    }
+    let Ok(Query(pairs)) = pairs else {
+        return error(StatusCode::BAD_REQUEST, "the query string does not decode");
+    };
+    let mut query = CdrQuery::default();
+    for (name, value) in pairs {
+        let Some(slot) = query.slot(&name) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unknown parameter {name:?}; expected {}",
+                    CdrQuery::PARAMS.join(", ")
+                ),
+            );
+        };
+        if slot.replace(value).is_some() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("parameter {name:?} given more than once"),
+            );
+        }
+    }
+    match query.run(app.store.as_ref()).await {
+        Ok(page) => Json(crate::cdr::page_json(&page)).into_response(),
+        Err(QueryError::Param(e)) => param_error(&e),
+        Err(QueryError::Store(e)) => store_error(e),
     }
 }

@@ -69,7 +69,8 @@ impl CallStart {
 fn disposition(status: u16, ending: Ending) -> Disposition {
     match (ending, status) {
         (_, 200..=299) => Disposition::Answered,
-        (Ending::Cancelled, _) => Disposition::Cancelled,
+        // 487 answers a CANCEL: the caller's (before or during admission).
+        (Ending::Cancelled, _) | (_, 487) => Disposition::Cancelled,
         (Ending::NoAnswer, _) | (_, 408) => Disposition::NoAnswer,
         (_, 486 | 600 | 603) => Disposition::Busy,
         _ => Disposition::Failed,
@@ -80,6 +81,7 @@ fn disposition(status: u16, ending: Ending) -> Disposition {
 #[derive(Debug)]
 pub struct Calls {
     node: String,
+    metrics: Arc<crate::metrics::Metrics>,
     /// Forwarded INVITEs with no final response yet, by server transaction.
     attempts: HashMap<TransactionKey, CallStart>,
     /// Answered calls that are up, by Call-ID.
@@ -89,13 +91,22 @@ pub struct Calls {
 
 impl Calls {
     /// Reloads this node's open calls and starts the writer.
-    pub async fn start(store: Arc<SqliteStore>, node: String) -> anyhow::Result<Calls> {
+    pub async fn start(
+        store: Arc<SqliteStore>,
+        node: String,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> anyhow::Result<Calls> {
         let open = store.open_calls(&node).await?;
         tracing::info!(open = open.len(), "open calls loaded");
-        let up = open.into_iter().map(|r| (r.call_id.clone(), r)).collect();
+        let up: HashMap<String, CallRecord> =
+            open.into_iter().map(|r| (r.call_id.clone(), r)).collect();
         let (writes, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer(store, rx));
+        metrics
+            .calls_up
+            .store(up.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(Calls {
+            metrics,
             node,
             attempts: HashMap::new(),
             up,
@@ -125,6 +136,9 @@ impl Calls {
     }
 
     fn write(&self, record: CallRecord) {
+        self.metrics
+            .calls_up
+            .store(self.up.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if self.writes.send(record).is_err() {
             tracing::error!("call record writer stopped; a record is lost");
         }
@@ -132,7 +146,8 @@ impl Calls {
 
     /// A call was refused before any forwarding.
     pub fn refused(&mut self, start: CallStart, status: u16) {
-        let record = self.record(start, status, disposition(status, Ending::Answered));
+        let record = self.record(start, status, disposition(status, Ending::Responded));
+        self.metrics.call(record.disposition);
         self.write(record);
     }
 
@@ -147,6 +162,7 @@ impl Calls {
             return;
         };
         let record = self.record(start, status, disposition(status, ending));
+        self.metrics.call(record.disposition);
         if record.disposition == Disposition::Answered {
             self.up.insert(record.call_id.clone(), record.clone());
         }

@@ -7,6 +7,7 @@
 //! 400 …); invalid responses and responses for no transaction are dropped.
 
 use std::collections::hash_map::RandomState;
+use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -52,6 +53,8 @@ struct Core {
     domains: Arc<Domains>,
     calls: Calls,
     admissions: mpsc::Sender<Admission>,
+    /// INVITEs cancelled while being admitted: answered 487 when admission ends.
+    cancelled: HashSet<TransactionKey>,
 }
 
 pub async fn run(
@@ -84,6 +87,7 @@ pub async fn run(
         registrar,
         calls,
         admissions,
+        cancelled: HashSet::new(),
     };
     let mut batch = Vec::with_capacity(64);
     let mut answered = Vec::with_capacity(64);
@@ -193,9 +197,10 @@ fn receive(
             return;
         }
     }
-    // A request that lacks what transaction matching needs is answered statelessly.
-    // Checked here so that the message goes to the layer without a copy kept for that.
     if msg.is_request() {
+        // A request that lacks what transaction matching needs is answered
+        // statelessly (an ACK is dropped). Checked here so that the message itself
+        // need not be kept (copied) for the answer.
         if let Err(e) = TransactionKey::server(&msg) {
             if msg.method() != Some(&Method::Ack) {
                 let resp = msg.response(400, &format!("Bad Request ({e})"), Some(&new_tag()));
@@ -306,14 +311,17 @@ impl Core {
             }
             Some(Method::Cancel) => {
                 // RFC 3261 §16.10: 200 to the CANCEL, then cancel the branches (or,
-                // for an INVITE still being admitted, answer it 487 at once).
+                // for an INVITE still being admitted, answer it 487 once admission
+                // gives it back: the 487 is built from the INVITE, not the CANCEL).
                 match self.layer.cancel_target(&request) {
                     Some(invite) => {
                         respond(&mut self.layer, &request, 200, "OK");
-                        if !self.proxy.cancel(&mut self.layer, &invite, now) {
-                            let resp =
-                                request.response(487, "Request Terminated", Some(&new_tag()));
-                            let _ = self.layer.respond(&invite, resp, now);
+                        let pending = matches!(
+                            self.layer.state(&invite),
+                            Some(TransactionState::Trying | TransactionState::Proceeding)
+                        );
+                        if !self.proxy.cancel(&mut self.layer, &invite, now) && pending {
+                            self.cancelled.insert(invite);
                         }
                     }
                     None => respond(
@@ -360,15 +368,19 @@ impl Core {
             InDialog::Unreachable => {
                 respond(&mut self.layer, &request, 480, "Temporarily Unavailable")
             }
-            InDialog::NotOurs => crate::proxy::admit(
-                self.shared.clone(),
-                self.registrar.clone(),
-                self.domains.clone(),
-                key,
-                request,
-                peer,
-                self.admissions.clone(),
-            ),
+            InDialog::NotOurs => {
+                if let Some(decided) = crate::proxy::admit(
+                    &self.shared,
+                    &self.registrar,
+                    &self.domains,
+                    key,
+                    request,
+                    peer,
+                    &self.admissions,
+                ) {
+                    self.admitted(decided, now);
+                }
+            }
         }
     }
 
@@ -397,6 +409,7 @@ impl Core {
                 response,
                 call,
             } => {
+                self.cancelled.remove(&key);
                 if let (Some(call), Some(status)) = (call, response.status()) {
                     self.calls.refused(call, status);
                 }
@@ -408,6 +421,10 @@ impl Core {
                 targets,
                 call,
             } => {
+                if self.cancelled.remove(&key) {
+                    let resp = request.response(487, "Request Terminated", Some(&new_tag()));
+                    let _ = self.layer.respond(&key, resp, now);
+                }
                 let pending = matches!(
                     self.layer.state(&key),
                     Some(TransactionState::Trying | TransactionState::Proceeding)

@@ -11,6 +11,7 @@
 
 mod admin;
 mod calls;
+mod cdr;
 mod config;
 mod core;
 mod guard;
@@ -72,6 +73,16 @@ enum Command {
     Registrations {
         #[arg(long, default_value = "holdfast-data")]
         data_dir: PathBuf,
+    },
+    /// List call records, newest first, one page at a time.
+    Cdrs {
+        #[arg(long, default_value = "holdfast-data")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        query: cdr::CdrQuery,
+        /// Print the page as JSON, as the admin API answers it.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -186,6 +197,11 @@ fn main() -> ExitCode {
                 Ok(serde_json::to_string_pretty(&rows)?)
             })
         }),
+        Command::Cdrs {
+            data_dir,
+            query,
+            json,
+        } => cdrs_command(&data_dir, query, json),
         Command::Run {
             config,
             data_dir,
@@ -255,6 +271,32 @@ fn directory_command(
             ExitCode::FAILURE
         }
     }
+}
+
+/// `holdfast cdrs`: the flags are checked before the data directory is opened, and a
+/// bad one exits 2, like a usage error.
+fn cdrs_command(data_dir: &std::path::Path, query: cdr::CdrQuery, json: bool) -> ExitCode {
+    if let Err(e) = query.filter() {
+        #[allow(clippy::print_stderr)] // operator-facing CLI output
+        {
+            eprintln!("holdfast cdrs: invalid --{e}");
+        }
+        return ExitCode::from(2);
+    }
+    directory_command(data_dir, |store| {
+        Box::pin(async move {
+            let page = match query.run(store.as_ref()).await {
+                Ok(page) => page,
+                Err(cdr::QueryError::Param(e)) => anyhow::bail!("invalid --{e}"),
+                Err(cdr::QueryError::Store(e)) => return Err(e.into()),
+            };
+            Ok(if json {
+                serde_json::to_string_pretty(&cdr::page_json(&page))?
+            } else {
+                cdr::table(&page)
+            })
+        })
+    })
 }
 
 async fn user_command(

@@ -84,7 +84,20 @@ pub struct Metrics {
     pub responses_dropped: AtomicU64,
     pub overloaded: AtomicU64,
     pub logs_suppressed: AtomicU64,
+    /// Call records written, by disposition (see [`DISPOSITIONS`]).
+    calls: [AtomicU64; 5],
+    /// Answered calls up now.
+    pub calls_up: AtomicU64,
 }
+
+/// The dispositions of call records, in the order of `Metrics::calls`.
+pub const DISPOSITIONS: [holdfast_store::Disposition; 5] = [
+    holdfast_store::Disposition::Answered,
+    holdfast_store::Disposition::Busy,
+    holdfast_store::Disposition::NoAnswer,
+    holdfast_store::Disposition::Cancelled,
+    holdfast_store::Disposition::Failed,
+];
 
 fn idx(t: ListenTransport) -> usize {
     TRANSPORTS.iter().position(|x| *x == t).unwrap_or(0)
@@ -117,6 +130,13 @@ impl Metrics {
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// A call attempt ended (or, answered, went up) with this disposition.
+    pub fn call(&self, d: holdfast_store::Disposition) {
+        if let Some(i) = DISPOSITIONS.iter().position(|x| *x == d) {
+            inc(&self.calls[i]);
+        }
     }
 
     pub fn wire_limit(&self, l: Limit) {
@@ -236,6 +256,22 @@ impl Metrics {
             "counter",
             "Messages refused because the core was overloaded",
             one(get(&self.overloaded)),
+        );
+        family(
+            "holdfast_calls_total",
+            "counter",
+            "Call attempts recorded, by disposition",
+            DISPOSITIONS
+                .iter()
+                .zip(&self.calls)
+                .map(|(d, c)| (format!("{{disposition=\"{}\"}}", d.as_str()), get(c)))
+                .collect(),
+        );
+        family(
+            "holdfast_calls_up",
+            "gauge",
+            "Answered calls not yet ended",
+            one(get(&self.calls_up)),
         );
         family(
             "holdfast_logs_suppressed_total",

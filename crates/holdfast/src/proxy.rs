@@ -1,13 +1,14 @@
 //! The proxy in the shell: deciding where a request goes, before the sans-IO proxy
 //! core ([`holdfast_core::proxy`]) forwards it.
 //!
-//! An out-of-dialog request (INVITE, MESSAGE, SUBSCRIBE, REFER …) is *admitted* off
-//! the core task, because it may need the directory:
+//! An out-of-dialog request (INVITE, MESSAGE, SUBSCRIBE, REFER …, with no To tag
+//! whatever its Route) is *admitted* off the core task, because it may need the
+//! directory:
 //!
 //! 1. From a local user (the From domain is one holdfast serves): proxy
 //!    authentication (407, RFC 3261 §22.3) with the registrar's digest logic, its
 //!    identical answers for every failure and its ban rules; the authenticated user
-//!    must be the From user.
+//!    must be the From user, and the credentials go no further.
 //! 2. To a domain holdfast does not serve: 403, there being no trunks (no open
 //!    relay). Nothing is ever resolved or sent to a host a request names.
 //! 3. To an unknown user: 404. To a user with no binding: 480.
@@ -30,7 +31,8 @@ use holdfast_core::proxy::route::{self, FlowTokens, FLOW_SEPARATOR};
 use holdfast_core::proxy::Target;
 use holdfast_core::registrar::Binding;
 use holdfast_core::{Peer as CorePeer, TransactionKey, Transport};
-use holdfast_sip::{Message, Method, NameAddr, Uri, Via};
+use holdfast_sip::auth::Credentials;
+use holdfast_sip::{Header, HeaderName, Message, Method, NameAddr, Uri, Value, Via};
 use holdfast_store::{Directory, SqliteStore};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -79,6 +81,14 @@ impl Domains {
             store,
             cache: Mutex::new((None, Arc::new(HashSet::new()))),
         }
+    }
+
+    /// Whether `domain` is served, when the cache is fresh.
+    pub fn cached(&self, domain: &str) -> Option<bool> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, set) = &*cache;
+        at.is_some_and(|t| t.elapsed() < DOMAIN_TTL)
+            .then(|| set.contains(&domain.to_ascii_lowercase()))
     }
 
     pub async fn serves(&self, domain: &str) -> bool {
@@ -192,66 +202,157 @@ pub fn unix_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Admits an out-of-dialog request off the core task; the decision goes to `out`.
+/// Admits an out-of-dialog request. When everything it needs is in the caches (the
+/// usual case) the decision is made now, on the core task, and returned; otherwise
+/// the lookups run off the core task and the decision goes to `out`.
 pub fn admit(
-    shared: Arc<Shared>,
-    registrar: Arc<Registrar>,
-    domains: Arc<Domains>,
+    shared: &Arc<Shared>,
+    registrar: &Arc<Registrar>,
+    domains: &Arc<Domains>,
     key: TransactionKey,
     request: Message,
     peer: Peer,
-    out: mpsc::Sender<Admission>,
-) {
+    out: &mpsc::Sender<Admission>,
+) -> Option<Admission> {
+    // Decide only once everything is cached: verifying credentials records their
+    // nonce count, so one request's decision must never be started twice.
+    if cached(registrar, domains, &request) {
+        return Some(
+            decide(shared, registrar, domains, key, request, peer)
+                .unwrap_or_else(|pending| unavailable(*pending)),
+        );
+    }
+    let (shared, registrar, domains, out) = (
+        shared.clone(),
+        registrar.clone(),
+        domains.clone(),
+        out.clone(),
+    );
     tokio::spawn(async move {
-        let decision = decide(&shared, &registrar, &domains, key, request, peer).await;
-        let _ = out.send(decision).await;
+        warm(&registrar, &domains, &request).await;
+        let decided = if cached(&registrar, &domains, &request) {
+            decide(&shared, &registrar, &domains, key, request, peer)
+                .unwrap_or_else(|pending| unavailable(*pending))
+        } else {
+            // Still not decidable: the directory did not answer.
+            unavailable((key, request, peer))
+        };
+        let _ = out.send(decided).await;
     });
+    None
 }
 
-async fn decide(
+/// 503: the directory could not be read.
+fn unavailable((key, request, _): (TransactionKey, Message, Peer)) -> Admission {
+    let mut response = request.response(503, "Service Unavailable", Some(&new_tag()));
+    crate::core::add_header(&mut response, "Retry-After", b"5");
+    Admission::Answer {
+        key,
+        response,
+        call: None,
+    }
+}
+
+/// Whether the caches hold everything [`decide`] reads for this request (what
+/// [`warm`] fills).
+fn cached(registrar: &Registrar, domains: &Domains, request: &Message) -> bool {
+    if let Some((_, domain)) = request.from().and_then(|f| aor_of_uri(&f.uri)) {
+        match domains.cached(&domain) {
+            None => return false,
+            Some(true) if !registrar.proxy_credentials_cached(request, &domain) => return false,
+            _ => {}
+        }
+    }
+    if let Some((user, domain)) = request.request_uri().and_then(aor_of_uri) {
+        match domains.cached(&domain) {
+            None => return false,
+            Some(true) if registrar.user_exists_cached(&user, &domain).is_none() => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Fills the caches [`decide`] reads for this request: the served domains, the user
+/// its Proxy-Authorization names, and the callee.
+async fn warm(registrar: &Registrar, domains: &Domains, request: &Message) {
+    if let Some((_, domain)) = request.from().and_then(|f| aor_of_uri(&f.uri)) {
+        if domains.serves(&domain).await {
+            registrar.warm_proxy_credentials(request, &domain).await;
+        }
+    }
+    if let Some((user, domain)) = request.request_uri().and_then(aor_of_uri) {
+        if domains.serves(&domain).await {
+            registrar.warm_user(&user, &domain).await;
+        }
+    }
+}
+
+/// A request admission could not decide from the caches, given back whole.
+type Pending = Box<(TransactionKey, Message, Peer)>;
+
+/// The admission decision from the caches; the request back when a lookup is needed.
+fn decide(
     shared: &Arc<Shared>,
     registrar: &Registrar,
     domains: &Domains,
     key: TransactionKey,
-    request: Message,
+    mut request: Message,
     peer: Peer,
-) -> Admission {
-    let answer = |request: &Message, status: u16, reason: &str| {
-        request.response(status, reason, Some(&new_tag()))
-    };
-    let from = request.from().map(|f| f.uri.clone());
-    let caller = from.as_ref().and_then(aor_of_uri);
+) -> Result<Admission, Pending> {
+    let caller = request.from().and_then(|f| aor_of_uri(&f.uri));
+    let mut authenticated = false;
     // 1. A local user's request must prove who it is.
     if let Some((user, domain)) = &caller {
-        if domains.serves(domain).await {
-            if let Err(response) = registrar
-                .authorize(shared, &request, &peer, user, domain)
-                .await
-            {
-                return Admission::Answer {
-                    key,
-                    response,
-                    call: None,
-                };
+        let Some(local) = domains.cached(domain) else {
+            return Err(Box::new((key, request, peer)));
+        };
+        if local {
+            match registrar.authorize_cached(shared, &request, &peer, user, domain) {
+                None => return Err(Box::new((key, request, peer))),
+                Some(Err(response)) => {
+                    return Ok(Admission::Answer {
+                        key,
+                        response,
+                        call: None,
+                    })
+                }
+                Some(Ok(())) => {}
             }
+            consume_credentials(&mut request, domain);
+            authenticated = true;
         }
     }
-    let call = CallStart::new(&request, &peer, caller.as_ref());
-    let refuse = |request: &Message, status: u16, reason: &str| Admission::Answer {
-        response: answer(request, status, reason),
-        key: key.clone(),
-        call: call.clone(),
-    };
+    let refuse =
+        |key: TransactionKey, request: &Message, status: u16, reason: &str| Admission::Answer {
+            response: request.response(status, reason, Some(&new_tag())),
+            call: CallStart::new(request, &peer, caller.as_ref()),
+            key,
+        };
     // 2. No open relay: only domains holdfast serves.
     let Some((user, domain)) = request.request_uri().and_then(aor_of_uri) else {
-        return refuse(&request, 416, "Unsupported URI Scheme");
+        return Ok(refuse(key, &request, 416, "Unsupported URI Scheme"));
     };
-    if !domains.serves(&domain).await {
-        return refuse(&request, 403, "Relaying Forbidden");
+    match domains.cached(&domain) {
+        None => return Err(Box::new((key, request, peer))),
+        Some(false) => {
+            // Recorded only for a local user: a stranger's relay attempts must not be
+            // able to fill the call history.
+            let mut refused = refuse(key, &request, 403, "Relaying Forbidden");
+            if let Admission::Answer { call, .. } = &mut refused {
+                if !authenticated {
+                    *call = None;
+                }
+            }
+            return Ok(refused);
+        }
+        Some(true) => {}
     }
     // 3. The callee.
-    if !registrar.user_exists(&user, &domain).await {
-        return refuse(&request, 404, "Not Found");
+    match registrar.user_exists_cached(&user, &domain) {
+        None => return Err(Box::new((key, request, peer))),
+        Some(false) => return Ok(refuse(key, &request, 404, "Not Found")),
+        Some(true) => {}
     }
     let aor = format!("{user}@{domain}");
     let caller_peer = to_core(&peer);
@@ -262,13 +363,35 @@ async fn decide(
         .filter_map(|b| target_for(shared, &registrar.tokens, b, &caller_peer, record))
         .collect();
     if targets.is_empty() {
-        return refuse(&request, 480, "Temporarily Unavailable");
+        return Ok(refuse(key, &request, 480, "Temporarily Unavailable"));
     }
-    Admission::Forward {
+    Ok(Admission::Forward {
+        call: CallStart::new(&request, &peer, caller.as_ref()),
         key,
         request,
         targets,
-        call,
+    })
+}
+
+/// Takes out the credentials a request carried for holdfast's `realm`: they were for
+/// holdfast alone (RFC 3261 §22.3), and a callee given the caller's digest response
+/// could guess the caller's password offline. Credentials for other realms stay.
+fn consume_credentials(request: &mut Message, realm: &str) {
+    let ours = |h: &Header| match h.value() {
+        Value::Credentials(c) => matches!(&**c,
+            Credentials::Digest(d) if d.realm.as_deref() == Some(realm.as_bytes())),
+        _ => false,
+    };
+    let others: Vec<Header> = request
+        .headers()
+        .iter()
+        .filter(|h| h.name() == HeaderName::ProxyAuthorization && !ours(h))
+        .cloned()
+        .collect();
+    if request.remove_headers(HeaderName::ProxyAuthorization) > 0 {
+        for h in others {
+            request.push_header(h);
+        }
     }
 }
 
@@ -292,7 +415,8 @@ fn our_route(shared: &Shared, tokens: &FlowTokens, route: &NameAddr) -> Option<V
 /// Where an in-dialog request goes.
 #[derive(Debug)]
 pub enum InDialog {
-    /// Not for holdfast's dialogs (no Route of holdfast's on top).
+    /// Not for holdfast's dialogs (no Route naming a flow of holdfast's on top, or no
+    /// To tag): the request is admitted like any out-of-dialog request.
     NotOurs,
     /// Forward to this target (the request's own Routes to holdfast are removed).
     Forward(Box<Target>),
@@ -325,6 +449,12 @@ pub fn resolve_in_dialog(
     let Some(flows) = last else {
         return InDialog::NotOurs;
     };
+    // No To tag: outside any dialog (RFC 3261 §12.2). Whatever its Route says, it is
+    // admitted like any new request: neither a flow token nor a device's Contact lets
+    // it skip authentication.
+    if request.to().and_then(|t| t.tag()).is_none() {
+        return InDialog::NotOurs;
+    }
     let came_from = |p: &CorePeer| p.addr == from.remote && p.transport == to_core(from).transport;
     let chosen = match flows.as_slice() {
         [one] => Some(*one),
@@ -343,6 +473,11 @@ pub fn resolve_in_dialog(
             .binding_for_contact(&uri)
             .map(|b| binding_peer(&b))
     });
+    if peer.is_none() && flows.is_empty() {
+        // A Route to holdfast's address with no flow in it (a device's outbound
+        // proxy setting, RFC 3261 §8.1.2): the request is routed like one without.
+        return InDialog::NotOurs;
+    }
     match peer {
         Some(peer) => InDialog::Forward(Box::new(Target {
             uri,
@@ -361,6 +496,7 @@ pub fn resolve_in_dialog(
 pub fn forward_stateless(request: &Message, target: &Target) -> Option<Bytes> {
     let mut out = request.clone();
     out.decrement_max_forwards()?;
+    route::ensure_content_length(&mut out);
     out.set_request_uri(target.uri.clone());
     let via = Via::new(
         target.peer.transport.as_str(),
@@ -382,6 +518,7 @@ pub fn stray_response_destination(response: &mut Message) -> Option<CorePeer> {
         return None;
     }
     response.pop_via();
+    route::ensure_content_length(response);
     let via = response.top_via()?;
     let transport = Transport::from_via(&via.transport)?;
     let ip = via

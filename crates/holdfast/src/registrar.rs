@@ -503,33 +503,65 @@ impl Registrar {
             .cloned()
     }
 
-    /// Whether `user@domain` exists (cached like credentials).
-    pub async fn user_exists(&self, user: &str, domain: &str) -> bool {
-        self.credentials(user, domain).await.is_some()
+    /// Whether `user@domain` exists, when the credential cache has a fresh answer.
+    pub fn user_exists_cached(&self, user: &str, domain: &str) -> Option<bool> {
+        self.cached_credentials(user, domain).map(|c| c.is_some())
+    }
+
+    /// Looks up `user@domain` so that the cache has a fresh answer.
+    pub async fn warm_user(&self, user: &str, domain: &str) {
+        let _ = self.credentials(user, domain).await;
+    }
+
+    /// Looks up the user a request's Proxy-Authorization names, so that
+    /// [`authorize_cached`](Self::authorize_cached) can decide from the cache.
+    pub async fn warm_proxy_credentials(&self, request: &Message, domain: &str) {
+        if let Some(creds) = digest_credentials(request, HeaderName::ProxyAuthorization, domain) {
+            self.warm_user(&digest_user(creds), domain).await;
+        }
+    }
+
+    /// Whether the cache holds what [`authorize_cached`](Self::authorize_cached) needs
+    /// for this request (nothing, when it offers no credentials for `domain`).
+    pub fn proxy_credentials_cached(&self, request: &Message, domain: &str) -> bool {
+        match digest_credentials(request, HeaderName::ProxyAuthorization, domain) {
+            Some(creds) => self
+                .cached_credentials(&digest_user(creds), domain)
+                .is_some(),
+            None => true,
+        }
     }
 
     /// Proxy authentication (RFC 3261 §22.3) of a request from a local user of
     /// `domain` whose From user is `user`: `Ok` when its Proxy-Authorization verifies
     /// for that user, else the answer (407 with a challenge, or 403 with the
-    /// registrar's anti-enumeration and ban rules).
-    pub async fn authorize(
+    /// registrar's anti-enumeration and ban rules). `None` when the user's credentials
+    /// are not in the cache: [`warm_proxy_credentials`](Self::warm_proxy_credentials)
+    /// first, off the core task.
+    pub fn authorize_cached(
         &self,
         shared: &Arc<Shared>,
         request: &Message,
         peer: &Peer,
         user: &str,
         domain: &str,
-    ) -> Result<(), Message> {
+    ) -> Option<Result<(), Message>> {
         let now = unix_now();
         let Some(creds) = digest_credentials(request, HeaderName::ProxyAuthorization, domain)
         else {
-            return Err(self.challenge_with(request, domain, false, now, Challenge::Proxy));
+            return Some(Err(self.challenge_with(
+                request,
+                domain,
+                false,
+                now,
+                Challenge::Proxy,
+            )));
         };
         let username = digest_user(creds);
-        let stored = self.credentials(&username, domain).await;
+        let stored = self.cached_credentials(&username, domain)?;
         let method = request.method().map(|m| m.as_bytes()).unwrap_or_default();
         let verdict = self.verify(creds, method, domain, stored.as_deref(), now);
-        match verdict {
+        Some(match verdict {
             Verdict::Stale => {
                 Err(self.challenge_with(request, domain, true, now, Challenge::Proxy))
             }
@@ -538,7 +570,7 @@ impl Registrar {
                 self.failed(shared, peer, &username, domain);
                 Err(request.response(403, "Forbidden", Some(&crate::core::new_tag())))
             }
-        }
+        })
     }
 
     fn failed(&self, shared: &Arc<Shared>, peer: &Peer, username: &str, domain: &str) {
@@ -562,8 +594,8 @@ impl Registrar {
         }
     }
 
-    /// A user's HA1 values when the short-lived cache holds them (`Some(None)`: cached
-    /// as unknown).
+    /// A fresh cached answer for `username@domain`: `Some(None)` when the user does
+    /// not exist, `None` when the cache has nothing fresh.
     fn cached_credentials(&self, username: &str, domain: &str) -> Option<Option<Arc<Ha1>>> {
         self.cache
             .lock()

@@ -100,8 +100,12 @@ pub async fn run(
     ensure_users(&store, &users).await?;
     let (reply_tx, reply_rx) = mpsc::channel(65_536);
     let registrar = crate::registrar::Registrar::start(&shared, store.clone(), reply_tx).await?;
-    let calls =
-        crate::calls::Calls::start(store.clone(), config.registrar.node_name.clone()).await?;
+    let calls = crate::calls::Calls::start(
+        store.clone(),
+        config.registrar.node_name.clone(),
+        shared.metrics.clone(),
+    )
+    .await?;
     let core = tokio::spawn(crate::core::run(
         shared.clone(),
         core_rx,
@@ -119,11 +123,7 @@ pub async fn run(
                         .with_context(|| format!("binding udp:{}", l.addr))?,
                 );
                 let local = sock.local_addr()?;
-                shared
-                    .locals
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(local);
+                shared.add_local(local);
                 shared
                     .udp
                     .write()
@@ -137,11 +137,7 @@ pub async fn run(
                     .await
                     .with_context(|| format!("binding {}:{}", t.as_str(), l.addr))?;
                 let local = listener.local_addr()?;
-                shared
-                    .locals
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(local);
+                shared.add_local(local);
                 tracing::info!(%local, transport = t.as_str(), "listening");
                 tasks.push(tokio::spawn(transport::stream::accept_loop(
                     shared.clone(),

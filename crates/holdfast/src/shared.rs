@@ -102,6 +102,14 @@ impl Shared {
             .copied()
     }
 
+    /// Records a listening socket's address.
+    pub fn add_local(&self, addr: SocketAddr) {
+        self.locals
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(addr);
+    }
+
     /// Whether `addr` is one of holdfast's listening sockets (an unspecified listen
     /// address matches any address on its port).
     pub fn is_local(&self, addr: SocketAddr) -> bool {

@@ -11,8 +11,8 @@
 //! - The CLI and the admin API manage the directory of a running core; the data
 //!   directory never holds a password.
 //!
-//! The digest client here is our own (RFC 7616 §3.4.1 with md-5 and sha2), not
-//! holdfast-core's, so that a shared mistake cannot make both sides agree.
+//! The digest client (`support::Challenge`) is our own (RFC 7616 §3.4.1 with md-5 and
+//! sha2), not holdfast-core's, so that a shared mistake cannot make both sides agree.
 //!
 //! Known bug (see `phones_challenged_in_the_same_second_both_register`): every
 //! challenge issued in the same second carries the same nonce, and the replay check
@@ -30,15 +30,13 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use md5::{Digest as _, Md5};
 use serde_json::Value;
-use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use support::{
-    bounded, files_under, free_port, free_udp_run, note, run_bounded, sipp_stats, unique, Client,
-    Core, CoreBuilder, Request, Response, TempDir, Transport, LOCALHOST,
+    bounded, challenges, files_under, free_port, free_udp_run, h, note, run_bounded, sipp_stats,
+    unique, Challenge, Client, Core, CoreBuilder, Request, Response, TempDir, Transport, LOCALHOST,
 };
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -46,99 +44,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
 const TOKEN: &str = "e2e-registrar-admin-token";
 /// The credential cache of the running core keeps a lookup (hit or miss) this long.
 const CREDENTIAL_TTL: Duration = Duration::from_secs(5);
-
-// ---------------------------------------------------------------------------------
-// Digest, from the client's side (RFC 7616 §3.4.1, qop=auth)
-// ---------------------------------------------------------------------------------
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn h(algorithm: &str, data: &str) -> String {
-    if algorithm.eq_ignore_ascii_case("SHA-256") {
-        hex(&Sha256::digest(data.as_bytes()))
-    } else {
-        hex(&Md5::digest(data.as_bytes()))
-    }
-}
-
-/// One WWW-Authenticate value, as written and as (name, unquoted value) pairs.
-#[derive(Debug, Clone)]
-struct Challenge {
-    raw: String,
-    params: Vec<(String, String)>,
-}
-
-impl Challenge {
-    fn parse(raw: &str) -> Challenge {
-        let rest = raw
-            .strip_prefix("Digest ")
-            .unwrap_or_else(|| panic!("not a Digest challenge: {raw}"));
-        let mut params = Vec::new();
-        let (mut item, mut quoted) = (String::new(), false);
-        for c in rest.chars().chain(std::iter::once(',')) {
-            match c {
-                '"' => {
-                    quoted = !quoted;
-                    item.push(c);
-                }
-                ',' if !quoted => {
-                    if let Some((k, v)) = item.split_once('=') {
-                        params.push((
-                            k.trim().to_ascii_lowercase(),
-                            v.trim().trim_matches('"').to_string(),
-                        ));
-                    }
-                    item.clear();
-                }
-                _ => item.push(c),
-            }
-        }
-        Challenge {
-            raw: raw.to_string(),
-            params,
-        }
-    }
-
-    fn get(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn realm(&self) -> &str {
-        self.get("realm").expect("challenge has a realm")
-    }
-
-    fn nonce(&self) -> &str {
-        self.get("nonce").expect("challenge has a nonce")
-    }
-
-    fn algorithm(&self) -> &str {
-        self.get("algorithm").unwrap_or("MD5")
-    }
-
-    fn stale(&self) -> bool {
-        self.get("stale")
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-    }
-
-    /// The value as written with the nonce blanked: what must not depend on the user.
-    fn shape(&self) -> String {
-        self.raw.replace(self.nonce(), "NONCE")
-    }
-}
-
-/// Every WWW-Authenticate challenge of a response.
-fn challenges(r: &Response) -> Vec<Challenge> {
-    r.headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("WWW-Authenticate"))
-        .map(|(_, v)| Challenge::parse(v))
-        .collect()
-}
 
 /// The next nonce-count to use with `nonce`, shared by every phone of the test binary
 /// (see the module documentation: a workaround for the shared-nonce bug).
@@ -285,21 +190,14 @@ impl Phone {
 
     /// The Authorization header answering `ch` with nonce-count `nc`.
     fn authorization(&self, ch: &Challenge, nc: u32) -> String {
-        let alg = ch.algorithm();
-        let (realm, nonce, uri) = (ch.realm(), ch.nonce(), self.digest_uri());
-        let cnonce = format!("{:08x}", nc.wrapping_mul(2_654_435_761));
-        let ha1 = h(
-            alg,
-            &format!("{}:{realm}:{}", self.auth_user, self.password),
+        let credentials = ch.credentials(
+            &self.auth_user,
+            &self.password,
+            "REGISTER",
+            &self.digest_uri(),
+            nc,
         );
-        let ha2 = h(alg, &format!("REGISTER:{uri}"));
-        let response = h(alg, &format!("{ha1}:{nonce}:{nc:08x}:{cnonce}:auth:{ha2}"));
-        format!(
-            "Authorization: Digest username=\"{}\", realm=\"{realm}\", nonce=\"{nonce}\", \
-             uri=\"{uri}\", response=\"{response}\", algorithm={alg}, cnonce=\"{cnonce}\", \
-             qop=auth, nc={nc:08x}",
-            self.auth_user
-        )
+        format!("Authorization: {credentials}")
     }
 
     /// Registers with `headers` through the MD5 challenge; returns the final answer.

@@ -19,7 +19,8 @@
 //!   every 401/407 are gathered into the one sent).
 //! - §16.8 timer C for each INVITE branch, reset by every provisional response above
 //!   100: on expiry a branch that has answered provisionally is cancelled, one that
-//!   has not is ended as if it had answered 408.
+//!   has not is ended as if it had answered 408. A cancelled branch with no final
+//!   response 64*T1 after its CANCEL is ended the same way (§9.1).
 //! - §16.10 CANCEL: the shell answers the CANCEL 200 and calls [`Proxy::cancel`];
 //!   every pending branch is cancelled (a branch with no provisional response yet is
 //!   cancelled as soon as one arrives, §9.1), and no further group starts.
@@ -77,8 +78,10 @@ pub struct Target {
 /// Why a request's handling ended, for call records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Ending {
-    /// A branch answered with a final response and it was forwarded.
-    Answered,
+    /// The final response a branch gave (or the best of them, or one standing for a
+    /// branch that failed: 408 for a timeout, 480 for a transport error) went to the
+    /// caller; its status tells what happened.
+    Responded,
     /// The caller cancelled (§16.10).
     Cancelled,
     /// Timer C or the branches' transaction timers ran out (no answer).
@@ -112,9 +115,11 @@ pub enum ForwardError {
 
 #[derive(Debug)]
 struct Context {
-    request: Message,
+    request: std::sync::Arc<Message>,
     invite: bool,
     groups: VecDeque<Vec<Target>>,
+    /// Every branch started for this request (client transaction keys).
+    branches: Vec<TransactionKey>,
     live: usize,
     finals: Vec<Message>,
     final_sent: bool,
@@ -126,7 +131,8 @@ struct Context {
 #[derive(Debug)]
 struct Branch {
     server: TransactionKey,
-    request: Message,
+    /// What a CANCEL of this branch copies (INVITE branches only).
+    cancel: Option<CancelParts>,
     peer: Peer,
     provisional: bool,
     cancel_pending: bool,
@@ -206,9 +212,10 @@ impl Proxy {
         if self.contexts.contains_key(&server) {
             return Err(ForwardError::Duplicate);
         }
-        targets.truncate(self.config.max_branches);
-        // Highest q first; equal q keep their order and are tried together.
+        // Highest q first; equal q keep their order and are tried together. Past
+        // max_branches, the least preferred are left out.
         targets.sort_by_key(|t| std::cmp::Reverse(t.q));
+        targets.truncate(self.config.max_branches);
         let mut groups: VecDeque<Vec<Target>> = VecDeque::new();
         for t in targets {
             match groups.back_mut() {
@@ -220,9 +227,10 @@ impl Proxy {
         self.contexts.insert(
             server.clone(),
             Context {
-                request,
+                request: std::sync::Arc::new(request),
                 invite,
                 groups,
+                branches: Vec::new(),
                 live: 0,
                 finals: Vec::new(),
                 final_sent: false,
@@ -273,15 +281,20 @@ impl Proxy {
         let branch = route::branch(request);
         out.set_request_uri(target.uri.clone());
         let _ = out.decrement_max_forwards();
+        route::ensure_content_length(&mut out);
         route::push_routes(&mut out, &target.route);
         for rr in target.record_route.iter().rev() {
             let _ = out.push_record_route(rr.as_bytes());
         }
         let via = Via::new(target.peer.transport.as_str(), &target.sent_by, &branch);
+        let mut cancel = None;
         let started = match via {
             Some(via) => {
                 out.push_via(&via);
-                layer.start_client(out.clone(), target.peer, now).ok()
+                if out.method() == Some(&Method::Invite) {
+                    cancel = CancelParts::of(&out);
+                }
+                layer.start_client(out, target.peer, now).ok()
             }
             None => None,
         };
@@ -298,6 +311,7 @@ impl Proxy {
             return;
         };
         ctx.live = ctx.live.saturating_add(1);
+        ctx.branches.push(key.clone());
         let timer_c = if ctx.invite {
             let id = self.next_timer;
             self.next_timer = self.next_timer.wrapping_add(1);
@@ -311,7 +325,7 @@ impl Proxy {
             key,
             Branch {
                 server: server.clone(),
-                request: out,
+                cancel,
                 peer: target.peer,
                 provisional: false,
                 cancel_pending: false,
@@ -394,6 +408,7 @@ impl Proxy {
         };
         // §16.7 item 3: remove holdfast's own Via.
         response.pop_via();
+        route::ensure_content_length(&mut response);
         if response.top_via().is_none() {
             return;
         }
@@ -403,7 +418,9 @@ impl Proxy {
         let server = branch.server.clone();
         if status < 200 {
             branch.provisional = true;
-            if status > 100 {
+            // Once cancelled, the branch waits for its final response 64*T1 at most
+            // (`send_cancel`); its provisional responses do not extend that.
+            if status > 100 && !branch.cancel_sent {
                 if let Some(old) = branch.timer_c.take() {
                     self.timer_c.remove(&old);
                     let id = self.next_timer;
@@ -455,7 +472,7 @@ impl Proxy {
                 self.events.push_back(ProxyEvent::Final {
                     server: server.clone(),
                     status,
-                    ending: Ending::Answered,
+                    ending: Ending::Responded,
                 });
                 self.cancel_branches(layer, &server, now);
             }
@@ -517,6 +534,10 @@ impl Proxy {
             } else if ctx.timed_out && !ctx.cancelled && best.status() == Some(487) {
                 // Timer C cancelled the branches: the caller hears "no answer".
                 best = rebuild_status(&best, 408, "Request Timeout");
+            } else if ctx.cancelled && best.status() == Some(408) {
+                // The caller cancelled and a branch that never rang was given up: what
+                // the caller asked for was a cancellation (RFC 3261 §9.2).
+                best = rebuild_status(&best, 487, "Request Terminated");
             }
             if matches!(best.status(), Some(401 | 407)) {
                 gather_challenges(&mut best, &ctx.finals);
@@ -527,7 +548,7 @@ impl Proxy {
             } else if ctx.timed_out || status == 408 {
                 Ending::NoAnswer
             } else {
-                Ending::Answered
+                Ending::Responded
             };
             let _ = layer.respond(server, best, now);
             self.events.push_back(ProxyEvent::Final {
@@ -567,17 +588,15 @@ impl Proxy {
         server: &TransactionKey,
         now: Instant,
     ) {
-        let keys: Vec<TransactionKey> = self
-            .branches
-            .iter()
-            .filter(|(_, b)| &b.server == server && !b.done && !b.cancel_sent)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let keys: Vec<TransactionKey> = match self.contexts.get(server) {
+            Some(ctx) => ctx.branches.clone(),
+            None => return,
+        };
         for key in keys {
             let Some(b) = self.branches.get_mut(&key) else {
                 continue;
             };
-            if b.request.method() != Some(&Method::Invite) {
+            if b.done || b.cancel_sent || b.cancel.is_none() {
                 continue;
             }
             if b.provisional {
@@ -594,7 +613,20 @@ impl Proxy {
             return;
         };
         b.cancel_sent = true;
-        let Some(cancel) = build_cancel(&b.request, &self.limits) else {
+        // §9.1: with no final response 64*T1 after the CANCEL, the branch is given up
+        // (`handle_timeout`); timer C's slot holds that deadline. Its INVITE client
+        // transaction, in Proceeding, has no timer of its own to end it.
+        if let Some(old) = b.timer_c.take() {
+            self.timer_c.remove(&old);
+        }
+        let id = self.next_timer;
+        self.next_timer = self.next_timer.wrapping_add(1);
+        let at = now
+            .checked_add(layer.config().timers.t1x64())
+            .unwrap_or(now);
+        self.timer_c.insert((at, id), key.clone());
+        b.timer_c = Some((at, id));
+        let Some(cancel) = b.cancel.as_ref().and_then(|c| c.build(&self.limits)) else {
             return;
         };
         if let Ok(k) = layer.start_client(cancel, b.peer, now) {
@@ -602,7 +634,8 @@ impl Proxy {
         }
     }
 
-    /// Runs timer C (§16.8) for every branch whose time has come.
+    /// Runs timer C (§16.8), and the 64*T1 wait for a final response after a CANCEL
+    /// (§9.1), for every branch whose time has come.
     pub fn handle_timeout(&mut self, layer: &mut TransactionLayer, now: Instant) {
         while let Some(entry) = self.timer_c.first_entry() {
             if entry.key().0 > now {
@@ -614,14 +647,16 @@ impl Proxy {
             };
             b.timer_c = None;
             let server = b.server.clone();
-            let provisional = b.provisional;
+            let cancel = b.provisional && !b.cancel_sent;
             if let Some(ctx) = self.contexts.get_mut(&server) {
                 ctx.timed_out = true;
             }
-            if provisional {
+            if cancel {
                 // The branch answers the CANCEL with 487; that ends it.
                 self.send_cancel(layer, &key, now);
             } else {
+                // No provisional response (§16.8), or no final response 64*T1 after
+                // the CANCEL (§9.1): as if the branch had answered 408.
                 self.branch_failed(layer, &key, 408, "Request Timeout", now);
                 layer.terminate(&key);
             }
@@ -671,7 +706,7 @@ fn rebuild_status(resp: &Message, code: u16, reason: &str) -> Message {
 
 /// Adds to `best` the challenges of every other 401/407 (§16.7 item 7).
 fn gather_challenges(best: &mut Message, finals: &[Message]) {
-    let have: Vec<Bytes> = best
+    let mut have: Vec<Bytes> = best
         .headers()
         .iter()
         .filter(|h| is_challenge(h))
@@ -685,6 +720,7 @@ fn gather_challenges(best: &mut Message, finals: &[Message]) {
             if is_challenge(h) && !have.contains(h.line()) {
                 let at = best.headers().len().saturating_sub(1);
                 best.insert_header(at, h.clone());
+                have.push(h.line().clone());
             }
         }
     }
@@ -697,28 +733,53 @@ fn is_challenge(h: &Header) -> bool {
     )
 }
 
-/// The CANCEL for a forwarded INVITE (§9.1): same Request-URI, Call-ID, From, To,
-/// CSeq number and Route, and only the branch's own Via.
-fn build_cancel(invite: &Message, limits: &Limits) -> Option<Message> {
-    let line = invite.request_line()?;
-    let via = invite.top_via()?;
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(b"CANCEL ");
-    out.extend_from_slice(line.uri.as_bytes());
-    out.extend_from_slice(b" SIP/2.0\r\nVia: ");
-    out.extend_from_slice(via.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for h in invite.headers() {
-        match h.name() {
-            HeaderName::Route | HeaderName::From | HeaderName::To | HeaderName::CallId => {
-                out.extend_from_slice(h.line());
-            }
-            _ => {}
-        }
+/// What the CANCEL of a forwarded INVITE copies from it (§9.1): the Request-URI, the
+/// branch's own Via (only that one), the Route, From, To and Call-ID fields, and the
+/// CSeq number. Shared slices of the INVITE, kept instead of the whole request.
+#[derive(Debug)]
+struct CancelParts {
+    uri: Bytes,
+    via: Bytes,
+    lines: Vec<Bytes>,
+    cseq: u32,
+}
+
+impl CancelParts {
+    fn of(invite: &Message) -> Option<CancelParts> {
+        Some(CancelParts {
+            uri: invite.request_line()?.uri.as_bytes().clone(),
+            via: invite.top_via()?.as_bytes().clone(),
+            lines: invite
+                .headers()
+                .iter()
+                .filter(|h| {
+                    matches!(
+                        h.name(),
+                        HeaderName::Route | HeaderName::From | HeaderName::To | HeaderName::CallId
+                    )
+                })
+                .map(|h| h.line().clone())
+                .collect(),
+            cseq: invite.cseq()?.seq,
+        })
     }
-    let cseq = invite.cseq()?.seq;
-    out.extend_from_slice(
-        format!("CSeq: {cseq} CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").as_bytes(),
-    );
-    parse_datagram(Bytes::from(out), limits).ok()
+
+    /// The CANCEL request.
+    fn build(&self, limits: &Limits) -> Option<Message> {
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(b"CANCEL ");
+        out.extend_from_slice(&self.uri);
+        out.extend_from_slice(b" SIP/2.0\r\nVia: ");
+        out.extend_from_slice(&self.via);
+        out.extend_from_slice(b"\r\n");
+        for line in &self.lines {
+            out.extend_from_slice(line);
+        }
+        let cseq = self.cseq;
+        out.extend_from_slice(
+            format!("CSeq: {cseq} CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+                .as_bytes(),
+        );
+        parse_datagram(Bytes::from(out), limits).ok()
+    }
 }

@@ -278,6 +278,18 @@ pub fn has_looped(request: &Message, is_ours: impl Fn(&Via) -> bool) -> bool {
     })
 }
 
+/// Adds `Content-Length` when a message has none: it is optional over UDP but
+/// required over TCP, TLS and WebSocket (RFC 3261 §18.3, §20.14), and a proxy may
+/// forward from one to the other.
+pub fn ensure_content_length(message: &mut Message) {
+    if message.content_length().is_none() {
+        let len = message.body().len().to_string();
+        if let Ok(h) = holdfast_sip::Header::new("Content-Length", len.as_bytes()) {
+            message.push_header(h);
+        }
+    }
+}
+
 /// Inserts `routes` (name-addr values, top first) above the request's Route fields
 /// (a Path learned at registration, RFC 3327 §5.3).
 pub fn push_routes(request: &mut Message, routes: &[bytes::Bytes]) {
@@ -341,6 +353,33 @@ mod tests {
         assert_eq!(tokens.decode_user(&format!("{a}~{b}")).len(), 2);
         assert!(tokens.decode_user(&format!("{a}~{a}~{b}")).is_empty());
         assert!(tokens.decode_user(&format!("{a}~bad")).is_empty());
+    }
+
+    #[test]
+    fn content_length_is_added_for_stream_transports() {
+        let raw =
+            "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
+                   From: <sip:a@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\n\
+                   Call-ID: c\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n\r\nv=0\r\n";
+        let limits = holdfast_sip::Limits::default();
+        let mut m = holdfast_sip::parse_datagram(bytes::Bytes::from(raw), &limits).unwrap();
+        assert_eq!(m.content_length(), None);
+        ensure_content_length(&mut m);
+        let again = holdfast_sip::parse_datagram(m.to_bytes(), &limits).unwrap();
+        assert_eq!(again.content_length(), Some(5));
+        assert_eq!(again.body().as_ref(), b"v=0\r\n");
+        // Framed on a stream it is one whole message.
+        let mut framer = holdfast_sip::StreamFramer::new(limits);
+        framer.push(&m.to_bytes());
+        assert!(matches!(
+            framer.next(),
+            Some(Ok(holdfast_sip::Framed::Message(_)))
+        ));
+        // A message that has one is left as it is.
+        let before = again.to_bytes();
+        let mut same = again;
+        ensure_content_length(&mut same);
+        assert_eq!(same.to_bytes(), before);
     }
 
     #[test]

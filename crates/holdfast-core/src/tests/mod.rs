@@ -1,7 +1,8 @@
 //! Deterministic simulation of the transaction layer: two [`TransactionLayer`]s (a UAC
 //! and a UAS) over a simulated network with a simulated clock, in the manner of
-//! quinn-proto's `Pair` (`src/tests/util.rs` in quinn-rs/quinn). No sockets, no
-//! sleeps: time jumps from one deadline to the next.
+//! quinn-proto's `Pair` (`src/tests/util.rs` in quinn-rs/quinn); and of the proxy core
+//! between a caller and its callees (`proxy`). No sockets, no sleeps: time jumps from
+//! one deadline to the next.
 //!
 //! [`TransactionLayer`]: crate::TransactionLayer
 
@@ -12,6 +13,7 @@ mod matching;
 mod non_invite;
 mod overload;
 mod property;
+mod proxy;
 mod sim;
 mod transport;
 

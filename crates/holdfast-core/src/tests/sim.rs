@@ -1,15 +1,20 @@
 //! The simulation harness: [`Pair`] drives a UAC [`Node`] and a UAS [`Node`] over a
 //! [`Network`] that can drop, duplicate, delay and reorder datagrams, with a seeded
-//! PRNG so every run is reproducible.
+//! PRNG so every run is reproducible. [`Star`] drives holdfast's proxy core
+//! ([`ProxyNode`]) between a caller and callees ([`Party`]), each over links of its
+//! own. Both keep simulated time through [`Clock`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use holdfast_sip::{parse_datagram, HeaderName, Limits, Message, Method};
+use holdfast_sip::{parse_datagram, HeaderName, Limits, Message, Method, Uri, Via};
 
-use crate::transaction::{Action, Config, Error, Event, TimerConfig, TransactionKey};
+use crate::proxy::{Proxy, ProxyConfig, ProxyEvent, Target};
+use crate::transaction::{
+    Action, Config, Error, Event, TimerConfig, TransactionKey, TransactionState,
+};
 use crate::{Peer, TransactionLayer, Transport};
 
 pub(crate) fn ms(n: u64) -> Duration {
@@ -72,11 +77,34 @@ pub(crate) struct Network {
     /// Every send fails, as a dead connection does: the harness reports it back to
     /// the layer with `handle_transport_error`, as the shell would.
     pub(crate) broken: bool,
+    wire: Wire,
+}
+
+/// Datagrams due at a node: (arrival, sequence) -> (bytes, sender as the node sees it).
+type Inbound = BTreeMap<(Instant, u64), (Bytes, Peer)>;
+
+/// What carries datagrams over [`Link`]s: the seeded PRNG that picks losses,
+/// duplicates and delays, and the sequence that keeps equal arrival times in order.
+#[derive(Debug)]
+struct Wire {
     rng: XorShift,
     seq: u64,
 }
 
-impl Network {
+impl Wire {
+    fn new(seed: u64) -> Wire {
+        Wire {
+            rng: XorShift::new(seed),
+            seq: 0,
+        }
+    }
+
+    /// Queues `data` at `inbound` now, with no loss or delay (a test's injection).
+    fn inject(&mut self, data: Bytes, from: Peer, now: Instant, inbound: &mut Inbound) {
+        self.seq += 1;
+        inbound.insert((now, self.seq), (data, from));
+    }
+
     fn transmit(
         &mut self,
         link: Link,
@@ -84,7 +112,7 @@ impl Network {
         data: Bytes,
         from: Peer,
         now: Instant,
-        inbound: &mut BTreeMap<(Instant, u64), (Bytes, Peer)>,
+        inbound: &mut Inbound,
     ) {
         if reliable {
             self.seq += 1;
@@ -114,8 +142,22 @@ impl Network {
 #[derive(Debug, Clone)]
 pub(crate) struct Sent {
     pub(crate) at: Instant,
+    pub(crate) to: Peer,
     pub(crate) message: Message,
     pub(crate) transaction: Option<TransactionKey>,
+}
+
+impl Sent {
+    fn new(at: Instant, to: Peer, data: &Bytes, transaction: Option<TransactionKey>) -> Sent {
+        let message =
+            parse_datagram(data.clone(), &Limits::DEFAULT).expect("the layer sends valid SIP");
+        Sent {
+            at,
+            to,
+            message,
+            transaction,
+        }
+    }
 }
 
 /// A transaction layer, the trivial TU on top of it, and what it did.
@@ -131,7 +173,7 @@ pub(crate) struct Node {
     pub(crate) sent: Vec<Sent>,
     /// Errors `handle_message` returned.
     pub(crate) errors: Vec<Error>,
-    inbound: BTreeMap<(Instant, u64), (Bytes, Peer)>,
+    inbound: Inbound,
 }
 
 impl Node {
@@ -146,6 +188,22 @@ impl Node {
             errors: Vec::new(),
             inbound: BTreeMap::new(),
         }
+    }
+
+    /// Starts a client transaction sending `request` to the other node.
+    pub(crate) fn start_client(&mut self, request: Message, now: Instant) -> TransactionKey {
+        let key = self
+            .layer
+            .start_client(request.clone(), self.remote, now)
+            .expect("client transaction starts");
+        self.tu.started.push((key.clone(), request));
+        key
+    }
+
+    /// The request the test started client transaction `key` with.
+    pub(crate) fn started(&self, key: &TransactionKey) -> &Message {
+        let started = self.tu.started.iter().find(|(k, _)| k == key);
+        &started.expect("a request the test started").1
     }
 
     fn next_wakeup(&self) -> Option<Instant> {
@@ -285,6 +343,10 @@ pub(crate) struct ScriptedTu {
     pub(crate) errors: Vec<Error>,
     /// UAC: the requests the test started, to build a CANCEL from.
     pub(crate) started: Vec<(TransactionKey, Message)>,
+    /// UAS: the To tag of every response.
+    pub(crate) tag: String,
+    /// UAS: header fields (name, value) added to every response with that status.
+    pub(crate) response_headers: Vec<(u16, &'static str, String)>,
     /// UAS: the INVITEs received, to answer 487 to on CANCEL.
     invites: Vec<(TransactionKey, Message)>,
     pending: Vec<(Instant, TransactionKey, Message)>,
@@ -328,6 +390,8 @@ impl ScriptedTu {
             acks_sent: 0,
             errors: Vec::new(),
             started: Vec::new(),
+            tag: "uas".to_owned(),
+            response_headers: Vec::new(),
             invites: Vec::new(),
             pending: Vec::new(),
             retransmitting: Vec::new(),
@@ -371,15 +435,19 @@ impl ScriptedTu {
             Some(Method::Cancel) => {
                 let target = io.layer.cancel_target(request);
                 let status = if target.is_some() { 200 } else { 481 };
-                let ok = request.response(status, reason(status), Some("uas"));
+                let ok = self.response(request, status);
                 if let Err(e) = io.layer.respond(key, ok, io.now) {
                     self.errors.push(e);
                 }
-                if let Some(target) = target {
+                // §9.2: a CANCEL has no effect on a request already answered finally.
+                let unanswered = target
+                    .as_ref()
+                    .is_some_and(|t| io.layer.state(t) == Some(TransactionState::Proceeding));
+                if let Some(target) = target.filter(|_| unanswered) {
                     self.pending.retain(|p| p.1 != target);
                     let invite = self.invites.iter().find(|(k, _)| *k == target);
                     if let Some((_, invite)) = invite {
-                        let terminated = invite.response(487, reason(487), Some("uas"));
+                        let terminated = self.response(invite, 487);
                         if let Err(e) = io.layer.respond(&target, terminated, io.now) {
                             self.errors.push(e);
                         }
@@ -390,10 +458,21 @@ impl ScriptedTu {
             _ => self.non_invite_script.clone(),
         };
         for (delay, status) in script {
-            let response = request.response(status, reason(status), Some("uas"));
+            let response = self.response(request, status);
             self.pending.push((io.now + delay, key.clone(), response));
         }
         self.on_timeout(io);
+    }
+
+    /// The UAS's response to `request`, with its tag and the extra fields for `status`.
+    fn response(&self, request: &Message, status: u16) -> Message {
+        let mut response = request.response(status, reason(status), Some(&self.tag));
+        for (_, name, value) in self.response_headers.iter().filter(|h| h.0 == status) {
+            let header = holdfast_sip::Header::new(name, value.as_bytes()).expect("a valid field");
+            let at = response.headers().len().saturating_sub(1);
+            response.insert_header(at, header);
+        }
+        response
     }
 
     fn on_response(&mut self, key: &TransactionKey, response: &Message, io: &mut TuIo<'_>) {
@@ -540,6 +619,79 @@ pub(crate) fn cancel_for(invite: &Message) -> Message {
     parse_datagram(Bytes::from(text), &Limits::DEFAULT).expect("CANCEL parses")
 }
 
+/// Simulated time, shared by the harnesses: they handle everything due at the current
+/// instant, then jump the clock to the next deadline.
+pub(crate) trait Clock {
+    /// The start of the simulation.
+    fn epoch(&self) -> Instant;
+    /// The current simulated instant.
+    fn now(&self) -> Instant;
+    /// Moves the clock (never backwards).
+    fn set_now(&mut self, at: Instant);
+    /// Handles everything due at the current time, until every node is quiet.
+    fn drive_now(&mut self);
+    /// The earliest deadline of any node: a datagram, a timer.
+    fn next_wakeup(&self) -> Option<Instant>;
+
+    /// The instant `n` milliseconds after the start of the simulation.
+    fn at(&self, n: u64) -> Instant {
+        self.epoch() + ms(n)
+    }
+
+    /// Milliseconds since the start of the simulation.
+    fn ms_since_start(&self, at: Instant) -> u64 {
+        (at - self.epoch()).as_millis() as u64
+    }
+
+    /// [`ms_since_start`](Self::ms_since_start) of each of `times`.
+    fn ms_list(&self, times: &[Instant]) -> Vec<u64> {
+        times.iter().map(|t| self.ms_since_start(*t)).collect()
+    }
+
+    /// Handles everything due now, then advances the clock to the next deadline.
+    /// False when nothing is left to do.
+    fn step(&mut self) -> bool {
+        self.drive_now();
+        match self.next_wakeup() {
+            Some(t) => {
+                self.set_now(self.now().max(t));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs until every node is idle: no datagram in flight, no timer armed.
+    fn drive(&mut self) {
+        for _ in 0..1_000_000 {
+            if !self.step() {
+                return;
+            }
+        }
+        panic!("the simulation never went idle");
+    }
+
+    /// Runs until `until`, leaving the clock there.
+    fn drive_until(&mut self, until: Instant) {
+        loop {
+            self.drive_now();
+            match self.next_wakeup() {
+                Some(t) if t <= until => self.set_now(self.now().max(t)),
+                _ => {
+                    self.set_now(until);
+                    self.drive_now();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs for `d` of simulated time.
+    fn drive_for(&mut self, d: Duration) {
+        self.drive_until(self.now() + d);
+    }
+}
+
 /// Two nodes, a network and a clock.
 #[derive(Debug)]
 pub(crate) struct Pair {
@@ -555,19 +707,8 @@ impl Pair {
     pub(crate) fn new(transport: Transport, config: Config, seed: u64) -> Pair {
         let uac_addr: SocketAddr = "192.0.2.1:5060".parse().expect("address");
         let uas_addr: SocketAddr = "192.0.2.2:5060".parse().expect("address");
-        let connection = transport.is_reliable().then_some(1);
-        let to_uas = Peer {
-            transport,
-            addr: uas_addr,
-            connection,
-            local: None,
-        };
-        let to_uac = Peer {
-            transport,
-            addr: uac_addr,
-            connection,
-            local: None,
-        };
+        let to_uas = peer(transport, uas_addr, 1);
+        let to_uac = peer(transport, uac_addr, 1);
         let epoch = super::epoch();
         Pair {
             uac: Node::new(config.clone(), to_uas),
@@ -576,8 +717,7 @@ impl Pair {
                 to_uas: Link::default(),
                 to_uac: Link::default(),
                 broken: false,
-                rng: XorShift::new(seed),
-                seq: 0,
+                wire: Wire::new(seed),
             },
             transport,
             epoch,
@@ -590,84 +730,51 @@ impl Pair {
         Pair::new(Transport::Udp, Config::default(), 1)
     }
 
-    /// The instant `n` milliseconds after the start of the simulation.
-    pub(crate) fn at(&self, n: u64) -> Instant {
-        self.epoch + ms(n)
-    }
-
-    /// Milliseconds since the start of the simulation.
-    pub(crate) fn ms_since_start(&self, at: Instant) -> u64 {
-        (at - self.epoch).as_millis() as u64
-    }
-
-    pub(crate) fn ms_list(&self, times: &[Instant]) -> Vec<u64> {
-        times.iter().map(|t| self.ms_since_start(*t)).collect()
-    }
-
     /// Starts a client transaction on the UAC, sending to the UAS.
     pub(crate) fn start_client(&mut self, request: Message) -> TransactionKey {
-        let key = self
-            .uac
-            .layer
-            .start_client(request.clone(), self.uac.remote, self.time)
-            .expect("client transaction starts");
-        self.uac.tu.started.push((key.clone(), request));
-        key
+        self.uac.start_client(request, self.time)
     }
 
     /// An INVITE from the UAC with a fresh branch.
     pub(crate) fn invite(&mut self, n: u32) -> TransactionKey {
-        let request = request(
-            "INVITE",
-            &format!("z9hG4bKinv{n}"),
-            n,
-            &format!("call-{n}"),
-            self.transport,
-        );
-        self.start_client(request)
+        self.start_client(numbered_request("INVITE", n, self.transport))
     }
 
     /// A non-INVITE request from the UAC with a fresh branch.
     pub(crate) fn options(&mut self, n: u32) -> TransactionKey {
-        let request = request(
-            "OPTIONS",
-            &format!("z9hG4bKopt{n}"),
-            n,
-            &format!("opt-{n}"),
-            self.transport,
-        );
-        self.start_client(request)
+        self.start_client(numbered_request("OPTIONS", n, self.transport))
     }
 
     /// Delivers `message` to the UAS now, as if the UAC had sent it.
     pub(crate) fn inject_to_uas(&mut self, message: &Message) {
         let from = self.uas.remote;
-        self.net.seq += 1;
-        self.uas
-            .inbound
-            .insert((self.time, self.net.seq), (message.to_bytes(), from));
+        let inbound = &mut self.uas.inbound;
+        self.net
+            .wire
+            .inject(message.to_bytes(), from, self.time, inbound);
     }
 
     /// Delivers `message` to the UAC now, as if the UAS had sent it.
     pub(crate) fn inject_to_uac(&mut self, message: &Message) {
         let from = self.uac.remote;
-        self.net.seq += 1;
-        self.uac
-            .inbound
-            .insert((self.time, self.net.seq), (message.to_bytes(), from));
+        let inbound = &mut self.uac.inbound;
+        self.net
+            .wire
+            .inject(message.to_bytes(), from, self.time, inbound);
+    }
+}
+
+impl Clock for Pair {
+    fn epoch(&self) -> Instant {
+        self.epoch
     }
 
-    /// Handles everything due now on both nodes, then advances the clock to the next
-    /// deadline. False when nothing is left to do.
-    pub(crate) fn step(&mut self) -> bool {
-        self.drive_now();
-        match self.next_wakeup() {
-            Some(t) => {
-                self.time = self.time.max(t);
-                true
-            }
-            None => false,
-        }
+    fn now(&self) -> Instant {
+        self.time
+    }
+
+    fn set_now(&mut self, at: Instant) {
+        self.time = at;
     }
 
     fn next_wakeup(&self) -> Option<Instant> {
@@ -677,56 +784,34 @@ impl Pair {
             .min()
     }
 
-    /// Runs until both nodes are idle: no datagram in flight, no timer armed.
-    pub(crate) fn drive(&mut self) {
-        for _ in 0..1_000_000 {
-            if !self.step() {
-                return;
-            }
-        }
-        panic!("the simulation never went idle");
-    }
-
-    /// Runs until `until`, leaving the clock there.
-    pub(crate) fn drive_until(&mut self, until: Instant) {
-        loop {
-            self.drive_now();
-            match self.next_wakeup() {
-                Some(t) if t <= until => self.time = self.time.max(t),
-                _ => {
-                    self.time = until;
-                    self.drive_now();
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Runs for `d` of simulated time.
-    pub(crate) fn drive_for(&mut self, d: Duration) {
-        self.drive_until(self.time + d);
-    }
-
-    /// Handles everything due at the current time, until both nodes are quiet.
     fn drive_now(&mut self) {
         let reliable = self.transport.is_reliable();
+        let now = self.time;
         loop {
-            let a = drive_node(
-                &mut self.uac,
-                &mut self.uas,
-                self.net.to_uas,
-                &mut self.net,
-                self.time,
-                reliable,
-            );
-            let b = drive_node(
-                &mut self.uas,
-                &mut self.uac,
-                self.net.to_uac,
-                &mut self.net,
-                self.time,
-                reliable,
-            );
+            let a = drive_node(&mut self.uac, now, |data| {
+                if self.net.broken {
+                    return false;
+                }
+                let inbound = &mut self.uas.inbound;
+                let from = self.uas.remote;
+                let link = self.net.to_uas;
+                self.net
+                    .wire
+                    .transmit(link, reliable, data, from, now, inbound);
+                true
+            });
+            let b = drive_node(&mut self.uas, now, |data| {
+                if self.net.broken {
+                    return false;
+                }
+                let inbound = &mut self.uac.inbound;
+                let from = self.uac.remote;
+                let link = self.net.to_uac;
+                self.net
+                    .wire
+                    .transmit(link, reliable, data, from, now, inbound);
+                true
+            });
             if !a && !b {
                 return;
             }
@@ -734,16 +819,37 @@ impl Pair {
     }
 }
 
+/// The peer `addr` as a node sends to it; over a reliable transport, on connection
+/// `connection`.
+fn peer(transport: Transport, addr: SocketAddr, connection: u64) -> Peer {
+    Peer {
+        transport,
+        addr,
+        connection: transport.is_reliable().then_some(connection),
+        local: None,
+    }
+}
+
+/// A request from the UAC numbered `n`: branch, CSeq and Call-ID all its own.
+pub(crate) fn numbered_request(method: &str, n: u32, transport: Transport) -> Message {
+    let (branch, call) = match method {
+        "INVITE" => ("inv".to_owned(), "call".to_owned()),
+        "OPTIONS" => ("opt".to_owned(), "opt".to_owned()),
+        other => (other.to_ascii_lowercase(), other.to_ascii_lowercase()),
+    };
+    request(
+        method,
+        &format!("z9hG4bK{branch}{n}"),
+        n,
+        &format!("{call}-{n}"),
+        transport,
+    )
+}
+
 /// Runs one node at `now`: delivers due datagrams, fires due timers, and drains the
-/// layer's actions to the network and the TU. True if anything happened.
-fn drive_node(
-    node: &mut Node,
-    other: &mut Node,
-    link: Link,
-    net: &mut Network,
-    now: Instant,
-    reliable: bool,
-) -> bool {
+/// layer's actions to the network (through `transmit`, which is false when the send
+/// failed) and to the TU. True if anything happened.
+fn drive_node(node: &mut Node, now: Instant, mut transmit: impl FnMut(Bytes) -> bool) -> bool {
     let mut progressed = false;
     loop {
         let mut busy = false;
@@ -778,20 +884,13 @@ fn drive_node(
                     transaction,
                 } => {
                     assert_eq!(to, node.remote, "sent to the other node");
-                    let message = parse_datagram(data.clone(), &Limits::DEFAULT)
-                        .expect("the layer sends valid SIP");
-                    node.sent.push(Sent {
-                        at: now,
-                        message,
-                        transaction: transaction.clone(),
-                    });
-                    if net.broken {
+                    node.sent
+                        .push(Sent::new(now, to, &data, transaction.clone()));
+                    if !transmit(data) {
                         if let Some(key) = transaction {
                             node.layer.handle_transport_error(&key, now);
                         }
-                        continue;
                     }
-                    net.transmit(link, reliable, data, other.remote, now, &mut other.inbound);
                 }
                 Action::ToUser(event) => {
                     node.events.push((now, event.clone()));
@@ -808,5 +907,388 @@ fn drive_node(
             return progressed;
         }
         progressed = true;
+    }
+}
+
+/// A user agent around the proxy of a [`Star`]: its node and its link to the proxy.
+#[derive(Debug)]
+pub(crate) struct Party {
+    pub(crate) node: Node,
+    /// Datagrams toward the proxy.
+    pub(crate) up: Link,
+    /// Datagrams from the proxy.
+    pub(crate) down: Link,
+    /// Every send of the proxy to this party fails, as over a dead connection: the
+    /// harness reports it back with `handle_transport_error`, as the shell would.
+    pub(crate) broken: bool,
+    /// The party as the proxy sends to it.
+    pub(crate) peer: Peer,
+}
+
+/// holdfast's proxy: a transaction layer, the proxy core, and the least of a shell
+/// around them.
+///
+/// The shell forwards every new request to [`targets`](Self::targets), answers a
+/// CANCEL 200 (481 with no INVITE to cancel) and hands it to [`Proxy::cancel`], and
+/// forwards each ACK for a 2xx statelessly to the callee whose To tag it carries.
+#[derive(Debug)]
+pub(crate) struct ProxyNode {
+    pub(crate) layer: TransactionLayer,
+    pub(crate) proxy: Proxy,
+    /// Where every new request goes.
+    pub(crate) targets: Vec<Target>,
+    /// Where an ACK for a 2xx goes: (To tag of the callee, the callee).
+    pub(crate) dialogs: Vec<(String, Target)>,
+    /// The events that reached the shell (those the proxy core did not keep).
+    pub(crate) events: Vec<(Instant, Event)>,
+    /// What the proxy core reported.
+    pub(crate) finals: Vec<(Instant, ProxyEvent)>,
+    /// Every message the proxy node sent.
+    pub(crate) sent: Vec<Sent>,
+    /// Errors of the transaction layer or the proxy core the shell saw.
+    pub(crate) errors: Vec<String>,
+    inbound: Inbound,
+}
+
+impl ProxyNode {
+    fn next_wakeup(&self) -> Option<Instant> {
+        [
+            self.layer.poll_timeout(),
+            self.proxy.poll_timeout(),
+            self.inbound.keys().next().map(|(at, _)| *at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The messages the proxy sent to `peer`.
+    pub(crate) fn sent_to(&self, peer: &Peer) -> Vec<&Sent> {
+        self.sent.iter().filter(|s| s.to == *peer).collect()
+    }
+
+    /// The shell's part: what the proxy core hands back.
+    fn on_event(&mut self, event: Event, now: Instant) {
+        let result = match event {
+            Event::Request {
+                key: Some(key),
+                request,
+                ..
+            } => self.on_request(key, request, now),
+            Event::Request {
+                key: None, request, ..
+            } => self.forward_ack(request),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            self.errors.push(e);
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        key: TransactionKey,
+        request: Message,
+        now: Instant,
+    ) -> Result<(), String> {
+        let answer = |layer: &mut TransactionLayer, status, reason| {
+            let response = request.response(status, reason, Some("proxy"));
+            layer
+                .respond(&key, response, now)
+                .map_err(|e| e.to_string())
+        };
+        if request.method() == Some(&Method::Cancel) {
+            // §16.10: 200 to the CANCEL, then cancel the branches.
+            let Some(invite) = self.layer.cancel_target(&request) else {
+                return answer(&mut self.layer, 481, "Call/Transaction Does Not Exist");
+            };
+            answer(&mut self.layer, 200, "OK")?;
+            self.proxy.cancel(&mut self.layer, &invite, now);
+            return Ok(());
+        }
+        if request.max_forwards() == Some(0) {
+            return answer(&mut self.layer, 483, "Too Many Hops");
+        }
+        let targets = self.targets.clone();
+        match self
+            .proxy
+            .forward(&mut self.layer, key.clone(), request.clone(), targets, now)
+        {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                answer(&mut self.layer, 480, "Temporarily Unavailable")?;
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// §16.6 for an ACK to a 2xx: statelessly, to the callee that answered.
+    fn forward_ack(&mut self, mut ack: Message) -> Result<(), String> {
+        let tag = ack.to().and_then(|t| t.tag()).cloned().unwrap_or_default();
+        let (_, target) = self
+            .dialogs
+            .iter()
+            .find(|(t, _)| t.as_bytes() == &tag[..])
+            .ok_or_else(|| format!("no callee for the ACK of {tag:?}"))?;
+        ack.set_request_uri(target.uri.clone());
+        ack.decrement_max_forwards();
+        let branch = crate::proxy::route::branch(&ack);
+        let transport = target.peer.transport.as_str();
+        let via = Via::new(transport, &target.sent_by, &branch).ok_or("Via")?;
+        ack.push_via(&via);
+        self.layer.send_stateless(target.peer, ack.to_bytes());
+        Ok(())
+    }
+}
+
+/// holdfast's proxy between a caller and callees, each over its own simulated link,
+/// with a simulated clock: the three-party counterpart of [`Pair`].
+#[derive(Debug)]
+pub(crate) struct Star {
+    pub(crate) caller: Party,
+    pub(crate) proxy: ProxyNode,
+    pub(crate) callees: Vec<Party>,
+    pub(crate) transport: Transport,
+    pub(crate) epoch: Instant,
+    pub(crate) time: Instant,
+    wire: Wire,
+}
+
+/// The proxy's sent-by in its Vias.
+pub(crate) const PROXY_SENT_BY: &str = "192.0.2.10:5060";
+
+impl Star {
+    /// A caller, a proxy and `callees` callees over `transport`, every link lossless;
+    /// the proxy forwards to every callee in parallel (q 1000).
+    pub(crate) fn new(
+        transport: Transport,
+        callees: usize,
+        config: Config,
+        proxy: ProxyConfig,
+        seed: u64,
+    ) -> Star {
+        let proxy_addr: SocketAddr = PROXY_SENT_BY.parse().expect("address");
+        let party = |addr: SocketAddr, connection: u64, tag: String| {
+            let mut node = Node::new(config.clone(), peer(transport, proxy_addr, connection));
+            node.tu.tag = tag;
+            Party {
+                node,
+                up: Link::default(),
+                down: Link::default(),
+                broken: false,
+                peer: peer(transport, addr, connection),
+            }
+        };
+        let caller = party(
+            "192.0.2.1:5060".parse().expect("address"),
+            1,
+            "caller".into(),
+        );
+        let callees: Vec<Party> = (0..callees)
+            .map(|i| {
+                let addr = SocketAddr::from(([192, 0, 2, 20 + i as u8], 5060));
+                party(addr, 100 + i as u64, format!("callee{i}"))
+            })
+            .collect();
+        let epoch = super::epoch();
+        let mut star = Star {
+            caller,
+            proxy: ProxyNode {
+                layer: TransactionLayer::new(config),
+                proxy: Proxy::new(proxy),
+                targets: Vec::new(),
+                dialogs: Vec::new(),
+                events: Vec::new(),
+                finals: Vec::new(),
+                sent: Vec::new(),
+                errors: Vec::new(),
+                inbound: Inbound::new(),
+            },
+            callees,
+            transport,
+            epoch,
+            time: epoch,
+            wire: Wire::new(seed),
+        };
+        let targets: Vec<Target> = (0..star.callees.len()).map(|i| star.target(i)).collect();
+        star.proxy.dialogs = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("callee{i}"), t.clone()))
+            .collect();
+        star.proxy.targets = targets;
+        star
+    }
+
+    /// Over UDP, default timers and timer C, lossless.
+    pub(crate) fn udp(callees: usize) -> Star {
+        Star::new(
+            Transport::Udp,
+            callees,
+            Config::default(),
+            ProxyConfig::default(),
+            1,
+        )
+    }
+
+    /// Callee `i` as a target of q 1000, with no Path and no Record-Route.
+    pub(crate) fn target(&self, i: usize) -> Target {
+        let peer = self.callees[i].peer;
+        Target {
+            uri: Uri::parse(Bytes::from(format!("sip:callee{i}@{}", peer.addr))).expect("URI"),
+            peer,
+            route: Vec::new(),
+            record_route: Vec::new(),
+            sent_by: PROXY_SENT_BY.to_owned(),
+            q: 1000,
+        }
+    }
+
+    /// Every link of the star, both ways.
+    pub(crate) fn set_links(&mut self, link: Link) {
+        for party in std::iter::once(&mut self.caller).chain(&mut self.callees) {
+            party.up = link;
+            party.down = link;
+        }
+    }
+
+    /// Starts a client transaction on the caller, sending to the proxy.
+    pub(crate) fn start_client(&mut self, request: Message) -> TransactionKey {
+        self.caller.node.start_client(request, self.time)
+    }
+
+    /// An INVITE from the caller with a fresh branch, CSeq and Call-ID.
+    pub(crate) fn invite(&mut self, n: u32) -> TransactionKey {
+        self.start_client(numbered_request("INVITE", n, self.transport))
+    }
+
+    /// The caller cancels the INVITE of client transaction `invite` (§9.1).
+    pub(crate) fn cancel(&mut self, invite: &TransactionKey) -> TransactionKey {
+        let cancel = cancel_for(self.caller.node.started(invite));
+        let key = self.caller.node.start_client(cancel, self.time);
+        self.caller.node.tu.cancels.push(key.clone());
+        key
+    }
+
+    /// The proxy's server transaction for the caller's `n`th request.
+    pub(crate) fn server_key(&self, n: usize) -> TransactionKey {
+        let requests = self.proxy.events.iter().filter_map(|(_, e)| match e {
+            Event::Request {
+                key: Some(key),
+                request,
+                ..
+            } if request.method() != Some(&Method::Cancel) => Some(key.clone()),
+            _ => None,
+        });
+        requests
+            .into_iter()
+            .nth(n)
+            .expect("the proxy got the request")
+    }
+
+    fn drive_proxy(&mut self, now: Instant) -> bool {
+        let reliable = self.transport.is_reliable();
+        let p = &mut self.proxy;
+        let mut progressed = false;
+        loop {
+            let mut busy = false;
+            if let Some(entry) = p.inbound.first_entry().filter(|e| e.key().0 <= now) {
+                let (data, from) = entry.remove();
+                busy = true;
+                let message =
+                    parse_datagram(data, &Limits::DEFAULT).expect("the parties send valid SIP");
+                if let Err(e) = p.layer.handle_message(message, from, now) {
+                    p.errors.push(e.to_string());
+                }
+            } else if p.layer.poll_timeout().is_some_and(|t| t <= now) {
+                busy = true;
+                p.layer.handle_timeout(now);
+            }
+            if p.proxy.poll_timeout().is_some_and(|t| t <= now) {
+                busy = true;
+                p.proxy.handle_timeout(&mut p.layer, now);
+            }
+            while let Some(action) = p.proxy.poll_action(&mut p.layer, now) {
+                busy = true;
+                match action {
+                    Action::Send {
+                        to,
+                        data,
+                        transaction,
+                    } => {
+                        p.sent.push(Sent::new(now, to, &data, transaction.clone()));
+                        let party = std::iter::once(&mut self.caller)
+                            .chain(&mut self.callees)
+                            .find(|party| party.peer == to)
+                            .expect("the proxy sends to a party");
+                        if party.broken {
+                            if let Some(key) = transaction {
+                                p.layer.handle_transport_error(&key, now);
+                            }
+                            continue;
+                        }
+                        let from = party.node.remote;
+                        let inbound = &mut party.node.inbound;
+                        self.wire
+                            .transmit(party.down, reliable, data, from, now, inbound);
+                    }
+                    Action::ToUser(event) => {
+                        p.events.push((now, event.clone()));
+                        p.on_event(event, now);
+                    }
+                }
+            }
+            while let Some(event) = p.proxy.poll_event() {
+                busy = true;
+                p.finals.push((now, event));
+            }
+            if !busy {
+                return progressed;
+            }
+            progressed = true;
+        }
+    }
+}
+
+impl Clock for Star {
+    fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    fn now(&self) -> Instant {
+        self.time
+    }
+
+    fn set_now(&mut self, at: Instant) {
+        self.time = at;
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        std::iter::once(&self.caller)
+            .chain(&self.callees)
+            .map(|party| party.node.next_wakeup())
+            .chain([self.proxy.next_wakeup()])
+            .flatten()
+            .min()
+    }
+
+    fn drive_now(&mut self) {
+        let reliable = self.transport.is_reliable();
+        let now = self.time;
+        loop {
+            let mut progressed = self.drive_proxy(now);
+            for party in std::iter::once(&mut self.caller).chain(&mut self.callees) {
+                let (link, from) = (party.up, party.peer);
+                let inbound = &mut self.proxy.inbound;
+                let wire = &mut self.wire;
+                progressed |= drive_node(&mut party.node, now, |data| {
+                    wire.transmit(link, reliable, data, from, now, inbound);
+                    true
+                });
+            }
+            if !progressed {
+                return;
+            }
+        }
     }
 }

@@ -66,6 +66,49 @@ pub(crate) fn failed(mut record: CallRecord, disposition: Disposition, status: u
     record
 }
 
+/// A small call history: seven calls a second apart from `t0`, with ids "1" to "7";
+/// those with no failure are answered, and the first ended after 61.25 s of talk.
+/// (The binary's end-to-end tests use it too.)
+pub(crate) fn history(t0: i64) -> Vec<CallRecord> {
+    let calls = [
+        ("alice@x.test", "bob@x.test", None),
+        ("bob@x.test", "alice@x.test", Some((Disposition::Busy, 486))),
+        (
+            "carol@x.test",
+            "bob@x.test",
+            Some((Disposition::NoAnswer, 480)),
+        ),
+        ("alice@x.test", "alice@x.test", None),
+        (
+            "carol@x.test",
+            "dave@x.test",
+            Some((Disposition::Failed, 503)),
+        ),
+        (
+            "alice@x.test",
+            "carol@x.test",
+            Some((Disposition::Cancelled, 487)),
+        ),
+        // An address of record's user part is case-sensitive: not alice's call.
+        ("Alice@x.test", "bob@x.test", None),
+    ];
+    let mut records: Vec<CallRecord> = calls
+        .into_iter()
+        .zip(0_i64..)
+        .map(|((caller, callee, failure), i)| {
+            let record = call(&(i + 1).to_string(), caller, callee, t0 + i * 1_000);
+            match failure {
+                Some((disposition, status)) => failed(record, disposition, status),
+                None => record,
+            }
+        })
+        .collect();
+    if let Some(first) = records.first_mut() {
+        *first = ended(first.clone(), 61_250, HangupSide::Callee);
+    }
+    records
+}
+
 /// Every byte of the store's files (database, WAL, shared memory) in `dir`.
 pub(crate) fn database_bytes(dir: &std::path::Path) -> Vec<u8> {
     let mut bytes = Vec::new();

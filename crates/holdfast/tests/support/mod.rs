@@ -1505,3 +1505,297 @@ pub(crate) fn mutate(input: &[u8], rng: &mut Rng) -> Vec<u8> {
     }
     v
 }
+
+// ---------------------------------------------------------------------------------
+// Restarts
+// ---------------------------------------------------------------------------------
+
+impl Core {
+    /// Kills the process with SIGKILL and starts the binary again on the same
+    /// configuration, data directory, listeners and admin address: what a supervisor
+    /// does after a crash. Users given with [`CoreBuilder::user`] are in the data
+    /// directory already.
+    pub(crate) async fn kill_9_and_restart(mut self) -> Core {
+        self.kill_9();
+        let root = self.root.take().expect("a core started by CoreBuilder");
+        let data_dir = self.data_dir.take().expect("a core started by CoreBuilder");
+        let launch = Launch {
+            args: vec![
+                "run".into(),
+                "--config".into(),
+                root.path().join("holdfast.toml").into_os_string(),
+                "--data-dir".into(),
+                data_dir.clone().into_os_string(),
+            ],
+            run_dir: self.run_dir.clone(),
+            admin: self.admin,
+            listeners: self.listeners.clone(),
+            cert: self.cert.clone(),
+            config: self.config.clone(),
+        };
+        let mut core = Core::launch(launch)
+            .await
+            .unwrap_or_else(|why| panic!("holdfast did not restart: {why}"));
+        core.root = Some(root);
+        core.data_dir = Some(data_dir);
+        core
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// SIP messages of either kind
+// ---------------------------------------------------------------------------------
+
+/// A SIP request or response as received, parsed loosely: enough for the tests to
+/// look at every field. Compact header names are given in their long form.
+#[derive(Debug, Clone)]
+pub(crate) struct SipMessage {
+    /// The request or status line.
+    pub(crate) start: String,
+    /// Every header field in order, as (long name, value).
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
+    pub(crate) raw: String,
+}
+
+/// The long form of a compact header name (RFC 3261 §7.3.3).
+fn long_name(name: &str) -> &str {
+    match name.to_ascii_lowercase().as_str() {
+        "v" => "Via",
+        "f" => "From",
+        "t" => "To",
+        "i" => "Call-ID",
+        "m" => "Contact",
+        "l" => "Content-Length",
+        "c" => "Content-Type",
+        "k" => "Supported",
+        _ => name,
+    }
+}
+
+/// The comma-separated items of a header value, commas inside `<…>` or quotes kept.
+pub(crate) fn split_list(value: &str) -> Vec<String> {
+    let (mut out, mut item) = (Vec::new(), String::new());
+    let (mut angle, mut quoted) = (false, false);
+    for c in value.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '<' if !quoted => angle = true,
+            '>' if !quoted => angle = false,
+            ',' if !quoted && !angle => {
+                out.push(item.trim().to_string());
+                item.clear();
+                continue;
+            }
+            _ => {}
+        }
+        item.push(c);
+    }
+    if !item.trim().is_empty() {
+        out.push(item.trim().to_string());
+    }
+    out
+}
+
+impl SipMessage {
+    pub(crate) fn parse(bytes: &[u8]) -> Option<SipMessage> {
+        let raw = String::from_utf8_lossy(bytes).into_owned();
+        let (head, body) = raw.split_once("\r\n\r\n")?;
+        let mut lines = head.split("\r\n");
+        let start = lines.next()?.to_string();
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for line in lines {
+            if line.starts_with([' ', '\t']) {
+                let (_, v) = headers.last_mut()?;
+                v.push(' ');
+                v.push_str(line.trim());
+                continue;
+            }
+            let (n, v) = line.split_once(':')?;
+            headers.push((long_name(n.trim()).to_string(), v.trim().to_string()));
+        }
+        Some(SipMessage {
+            start,
+            headers,
+            body: body.to_string(),
+            raw,
+        })
+    }
+
+    /// The method of a request.
+    pub(crate) fn method(&self) -> Option<&str> {
+        (!self.start.starts_with("SIP/2.0 ")).then(|| self.start.split(' ').next())?
+    }
+
+    /// The Request-URI of a request.
+    pub(crate) fn uri(&self) -> Option<&str> {
+        self.method()?;
+        self.start.split(' ').nth(1)
+    }
+
+    /// The status code of a response.
+    pub(crate) fn status(&self) -> Option<u16> {
+        self.start.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
+    }
+
+    /// The reason phrase of a response.
+    pub(crate) fn reason(&self) -> Option<&str> {
+        self.start.strip_prefix("SIP/2.0 ")?.get(4..)
+    }
+
+    /// The first value of a header (case-insensitive name).
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every field of a header, as written.
+    pub(crate) fn fields(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// Every value of a list header, across its fields, top first.
+    pub(crate) fn values(&self, name: &str) -> Vec<String> {
+        self.fields(name).into_iter().flat_map(split_list).collect()
+    }
+
+    /// The method of the CSeq header.
+    pub(crate) fn cseq_method(&self) -> Option<&str> {
+        self.header("CSeq")?.split_whitespace().nth(1)
+    }
+
+    /// The header names in order: the shape of a message, whatever its values.
+    pub(crate) fn names(&self) -> Vec<&str> {
+        self.headers.iter().map(|(n, _)| n.as_str()).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Digest, from the client's side (RFC 7616 §3.4.1, qop=auth)
+// ---------------------------------------------------------------------------------
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// H(data) of RFC 7616 for `algorithm` (MD5 unless SHA-256).
+pub(crate) fn h(algorithm: &str, data: &str) -> String {
+    use md5::Digest as _;
+    if algorithm.eq_ignore_ascii_case("SHA-256") {
+        hex(&sha2::Sha256::digest(data.as_bytes()))
+    } else {
+        hex(&md5::Md5::digest(data.as_bytes()))
+    }
+}
+
+/// One WWW-Authenticate or Proxy-Authenticate value, as written and as (name,
+/// unquoted value) pairs.
+#[derive(Debug, Clone)]
+pub(crate) struct Challenge {
+    pub(crate) raw: String,
+    pub(crate) params: Vec<(String, String)>,
+}
+
+impl Challenge {
+    pub(crate) fn parse(raw: &str) -> Challenge {
+        let rest = raw
+            .strip_prefix("Digest ")
+            .unwrap_or_else(|| panic!("not a Digest challenge: {raw}"));
+        let mut params = Vec::new();
+        let (mut item, mut quoted) = (String::new(), false);
+        for c in rest.chars().chain(std::iter::once(',')) {
+            match c {
+                '"' => {
+                    quoted = !quoted;
+                    item.push(c);
+                }
+                ',' if !quoted => {
+                    if let Some((k, v)) = item.split_once('=') {
+                        params.push((
+                            k.trim().to_ascii_lowercase(),
+                            v.trim().trim_matches('"').to_string(),
+                        ));
+                    }
+                    item.clear();
+                }
+                _ => item.push(c),
+            }
+        }
+        Challenge {
+            raw: raw.to_string(),
+            params,
+        }
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn realm(&self) -> &str {
+        self.get("realm").expect("challenge has a realm")
+    }
+
+    pub(crate) fn nonce(&self) -> &str {
+        self.get("nonce").expect("challenge has a nonce")
+    }
+
+    pub(crate) fn algorithm(&self) -> &str {
+        self.get("algorithm").unwrap_or("MD5")
+    }
+
+    pub(crate) fn stale(&self) -> bool {
+        self.get("stale")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+
+    /// The value as written with the nonce blanked: what must not depend on the user.
+    pub(crate) fn shape(&self) -> String {
+        self.raw.replace(self.nonce(), "NONCE")
+    }
+
+    /// The credentials (an Authorization or Proxy-Authorization value) answering this
+    /// challenge for `method` on `uri` with nonce-count `nc`.
+    pub(crate) fn credentials(
+        &self,
+        user: &str,
+        password: &str,
+        method: &str,
+        uri: &str,
+        nc: u32,
+    ) -> String {
+        let alg = self.algorithm();
+        let (realm, nonce) = (self.realm(), self.nonce());
+        let cnonce = format!("{:08x}", nc.wrapping_mul(2_654_435_761));
+        let ha1 = h(alg, &format!("{user}:{realm}:{password}"));
+        let ha2 = h(alg, &format!("{method}:{uri}"));
+        let response = h(alg, &format!("{ha1}:{nonce}:{nc:08x}:{cnonce}:auth:{ha2}"));
+        format!(
+            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", \
+             uri=\"{uri}\", response=\"{response}\", algorithm={alg}, cnonce=\"{cnonce}\", \
+             qop=auth, nc={nc:08x}"
+        )
+    }
+}
+
+/// Every challenge in the `name` fields (WWW-Authenticate or Proxy-Authenticate).
+pub(crate) fn challenges_in(headers: &[(String, String)], name: &str) -> Vec<Challenge> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| Challenge::parse(v))
+        .collect()
+}
+
+/// Every WWW-Authenticate challenge of a response.
+pub(crate) fn challenges(r: &Response) -> Vec<Challenge> {
+    challenges_in(&r.headers, "WWW-Authenticate")
+}
