@@ -140,7 +140,13 @@ impl DigestAuth {
     pub fn nonce(&mut self, realm: &[u8], now: u64) -> String {
         let salt = self.salt;
         self.salt = self.salt.wrapping_add(1);
-        format!("{now:016x}{salt:016x}{}", self.mac(now, salt, realm))
+        self.nonce_with(realm, now, salt)
+    }
+
+    /// The nonce for `realm` issued at `issued` with `salt`: the same inputs give the
+    /// same nonce. The caller keeps salts distinct (see [`challenges_with`](Self::challenges_with)).
+    pub fn nonce_with(&self, realm: &[u8], issued: u64, salt: u64) -> String {
+        format!("{issued:016x}{salt:016x}{}", self.mac(issued, salt, realm))
     }
 
     /// The challenges for a 401 / 407, one per algorithm in `algorithms` (or the
@@ -152,7 +158,24 @@ impl DigestAuth {
         now: u64,
         algorithms: Option<&[Algorithm]>,
     ) -> Vec<Vec<u8>> {
-        let nonce = Bytes::from(self.nonce(realm, now));
+        let salt = self.salt;
+        self.salt = self.salt.wrapping_add(1);
+        self.challenges_with(realm, stale, now, salt, algorithms)
+    }
+
+    /// [`challenges`](Self::challenges) with the nonce's time and salt given: for a
+    /// challenge sent without a transaction, whose retransmitted request must get the
+    /// same challenge again. Salts must differ between requests, or clients would share
+    /// a nonce and its count; a keyed hash of the request's identity does.
+    pub fn challenges_with(
+        &self,
+        realm: &[u8],
+        stale: bool,
+        issued: u64,
+        salt: u64,
+        algorithms: Option<&[Algorithm]>,
+    ) -> Vec<Vec<u8>> {
+        let nonce = Bytes::from(self.nonce_with(realm, issued, salt));
         algorithms
             .unwrap_or(&self.config.algorithms)
             .iter()

@@ -109,7 +109,7 @@ pub async fn run(
                     // a fault here costs one message, never the service.
                     let shared = core.shared.clone();
                     let _ = crate::transport::guarded(&shared, &peer, || {
-                        receive(&shared, &mut core.layer, &core.registrar, msg, peer, now);
+                        let _ = core.layer.handle_message(msg, to_core(&peer), now);
                     });
                 }
             }
@@ -143,15 +143,10 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// A message from the transports: validated, then given to the transaction layer.
-fn receive(
-    shared: &Shared,
-    layer: &mut TransactionLayer,
-    registrar: &Registrar,
-    mut msg: Message,
-    peer: Peer,
-    now: Instant,
-) {
+/// A message from a peer, screened where it was received (the transport's task or
+/// thread) before it reaches the core task: validated, and answered there when it needs
+/// no transaction. Returns the message for the transaction layer, if any.
+pub fn screen(shared: &Shared, mut msg: Message, peer: &Peer) -> Option<Message> {
     if let Err(e) = validate(&msg, &ValidationPolicy::PROXY) {
         if msg.is_request() && msg.method() != Some(&Method::Ack) {
             if let Answer::Respond {
@@ -165,7 +160,7 @@ fn receive(
                     let tags: Vec<&[u8]> = unsupported.iter().map(|t| t.as_ref()).collect();
                     add_header(&mut resp, "Unsupported", &tags.join(&b", "[..]));
                 }
-                shared.send(&peer, resp.to_bytes());
+                shared.send(peer, resp.to_bytes());
             }
         } else {
             shared
@@ -173,7 +168,7 @@ fn receive(
                 .responses_dropped
                 .fetch_add(1, Ordering::Relaxed);
         }
-        return;
+        return None;
     }
     if msg.is_request() {
         // RFC 3261 §18.2.1, RFC 3581 §4: the answer tells a device behind NAT its
@@ -185,16 +180,17 @@ fn receive(
     // never fill the transaction table.
     if msg.method() == Some(&Method::Options) && msg.routes().next().is_none() {
         if let Some(resp) = answer(&msg) {
-            shared.send(&peer, resp.to_bytes());
+            shared.send(peer, resp.to_bytes());
         }
-        return;
+        return None;
     }
     // So is the challenge to a REGISTER without credentials (see
     // `Registrar::stateless_challenge`).
     if msg.method() == Some(&Method::Register) {
-        if let Some(challenge) = registrar.stateless_challenge(&msg) {
-            shared.send(&peer, challenge);
-            return;
+        let registrar = shared.registrar.get();
+        if let Some(challenge) = registrar.and_then(|r| r.stateless_challenge(&msg)) {
+            shared.send(peer, challenge);
+            return None;
         }
     }
     if msg.is_request() {
@@ -204,12 +200,12 @@ fn receive(
         if let Err(e) = TransactionKey::server(&msg) {
             if msg.method() != Some(&Method::Ack) {
                 let resp = msg.response(400, &format!("Bad Request ({e})"), Some(&new_tag()));
-                shared.send(&peer, resp.to_bytes());
+                shared.send(peer, resp.to_bytes());
             }
-            return;
+            return None;
         }
     }
-    let _ = layer.handle_message(msg, to_core(&peer), now);
+    Some(msg)
 }
 
 impl Core {

@@ -12,6 +12,7 @@
 mod admin;
 mod calls;
 mod cdr;
+mod challenge;
 mod config;
 mod core;
 mod guard;

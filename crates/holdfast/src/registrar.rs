@@ -29,6 +29,7 @@ use holdfast_store::{BindingOp, Directory, Location as LocationStore, SqliteStor
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::challenge::RecentChallenges;
 use crate::shared::{Peer, Shared};
 
 /// Which challenge a request gets: 401 from the registrar, 407 from the proxy
@@ -117,6 +118,8 @@ pub struct Registrar {
     location: Arc<RwLock<Location>>,
     auth: Mutex<DigestAuth>,
     cache: Mutex<CredentialCache>,
+    /// When the challenges sent without a transaction were issued.
+    recent: RecentChallenges,
     user_failures: Mutex<HashMap<String, (u32, Instant)>>,
     jobs: mpsc::Sender<Job>,
     replies: mpsc::Sender<Reply>,
@@ -268,6 +271,7 @@ impl Registrar {
                 salt_seed: salt_seed(),
             })),
             cache: Mutex::new(CredentialCache::default()),
+            recent: RecentChallenges::default(),
             user_failures: Mutex::new(HashMap::new()),
             jobs,
             replies: replies.clone(),
@@ -451,6 +455,15 @@ impl Registrar {
         stale: bool,
         now: u64,
     ) -> Vec<Vec<u8>> {
+        let algorithms = self.algorithms_for(request);
+        self.auth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .challenges(realm.as_bytes(), stale, now, algorithms)
+    }
+
+    /// The algorithms to offer `request`'s device: `None` for the configured ones.
+    fn algorithms_for(&self, request: &Message) -> Option<&'static [Algorithm]> {
         // Devices known to refuse a 401 that offers anything but MD5 get MD5 alone.
         let md5_only = !self.md5_only_user_agents.is_empty()
             && request.header(HeaderName::UserAgent).is_some_and(|ua| {
@@ -460,11 +473,7 @@ impl Registrar {
                         .any(|w| w.eq_ignore_ascii_case(m.as_bytes()))
                 })
             });
-        let algorithms = md5_only.then_some(&[Algorithm::Md5][..]);
-        self.auth
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .challenges(realm.as_bytes(), stale, now, algorithms)
+        md5_only.then_some(&[Algorithm::Md5][..])
     }
 
     /// The answer to a REGISTER without credentials for its AoR's domain, to send
@@ -473,16 +482,25 @@ impl Registrar {
     /// not an AoR).
     ///
     /// Half of all REGISTERs are these. Without a transaction they cost no table
-    /// entry and no timer J (32 s over UDP), and a flood of them fills nothing; a
-    /// retransmitted one gets a new challenge, which serves as well as the first.
+    /// entry and no timer J (32 s over UDP), a flood of them fills nothing, and they
+    /// are answered where they are received, off the core task. A retransmitted one
+    /// gets the same 401 again, as from a transaction (see [`crate::challenge`]).
     pub fn stateless_challenge(&self, request: &Message) -> Option<Bytes> {
         let aor = aor_of(request)?;
         let domain = domain_of(&aor);
         if digest_credentials(request, HeaderName::Authorization, domain).is_some() {
             return None;
         }
-        let challenges = self.challenge_values(request, domain, false, unix_now());
-        let mut resp = ResponseWriter::new(request, 401, "Unauthorized", &crate::core::new_tag());
+        let identity = self.recent.identity(request)?;
+        let issued = self.recent.issued_at(identity, unix_now());
+        let algorithms = self.algorithms_for(request);
+        let challenges = self
+            .auth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .challenges_with(domain.as_bytes(), false, issued, identity.salt, algorithms);
+        let tag = format!("{:016x}", identity.salt);
+        let mut resp = ResponseWriter::new(request, 401, "Unauthorized", &tag);
         for c in &challenges {
             resp.header("WWW-Authenticate", c);
         }

@@ -100,6 +100,7 @@ pub async fn run(
     ensure_users(&store, &users).await?;
     let (reply_tx, reply_rx) = mpsc::channel(65_536);
     let registrar = crate::registrar::Registrar::start(&shared, store.clone(), reply_tx).await?;
+    let _ = shared.registrar.set(registrar.clone());
     let calls = crate::calls::Calls::start(
         store.clone(),
         config.registrar.node_name.clone(),

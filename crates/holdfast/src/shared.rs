@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +15,7 @@ use crate::config::{Config, ListenTransport};
 use crate::guard::Guard;
 use crate::log::LogLimiter;
 use crate::metrics::Metrics;
+use crate::registrar::Registrar;
 
 /// Where a message came from, and how to answer it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,6 +61,9 @@ pub struct Shared {
     pub guard: Guard,
     pub logs: LogLimiter,
     pub core_tx: mpsc::Sender<Inbound>,
+    /// The registrar, once it has loaded the bindings: the receivers answer the
+    /// challenges it issues without a transaction ([`crate::core::screen`]).
+    pub registrar: OnceLock<Arc<Registrar>>,
     pub udp: RwLock<HashMap<SocketAddr, Arc<UdpSocket>>>,
     /// Every listening socket's address: a Route naming one of them is holdfast's.
     pub locals: RwLock<std::collections::HashSet<SocketAddr>>,
@@ -83,6 +87,7 @@ impl Shared {
             metrics,
             config,
             core_tx,
+            registrar: OnceLock::new(),
             udp: RwLock::new(HashMap::new()),
             locals: RwLock::new(std::collections::HashSet::new()),
             conns: Mutex::new(Connections::default()),

@@ -108,10 +108,14 @@ pub fn parse_failed(shared: &Shared, peer: &Peer, raw: &[u8], error: &ParseError
     }
 }
 
-/// Hands a parsed message to the core. When the core is saturated the message is
-/// dropped (UDP peers retransmit) and counted.
+/// Screens a parsed message ([`crate::core::screen`], here on the receiving task or
+/// thread) and hands what needs the core to it. When the core is saturated the message
+/// is dropped (UDP peers retransmit) and counted.
 pub fn deliver(shared: &Shared, peer: Peer, msg: Message) {
     shared.metrics.message_in(peer.transport);
+    let Some(msg) = crate::core::screen(shared, msg, &peer) else {
+        return;
+    };
     if shared.core_tx.try_send(Inbound { msg, peer }).is_err() {
         shared.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
     }

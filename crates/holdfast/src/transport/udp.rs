@@ -1,4 +1,6 @@
-//! UDP: one task per socket; each datagram is one message (RFC 3261 §18.3).
+//! UDP: one task per socket; each datagram is one message (RFC 3261 §18.3). The task
+//! parses and screens ([`crate::core::screen`]: validation and the stateless answers)
+//! every datagram before the core task sees it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
