@@ -9,6 +9,13 @@
 // A binary crate: `pub` marks each module's interface to the others.
 #![allow(unreachable_pub)]
 
+/// mimalloc instead of glibc's malloc: the message path allocates and frees many small
+/// objects across threads (parsed headers, responses, channel nodes), where glibc spent
+/// a fifth of the CPU of a REGISTER load in `_int_malloc`, `malloc_consolidate` and
+/// arena growth (`docs/performance.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod admin;
 mod calls;
 mod cdr;
