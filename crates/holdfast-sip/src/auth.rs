@@ -42,7 +42,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use crate::grammar::{is_lws, is_token, is_token_str, unquote, Param, Scanner};
+use crate::grammar::{is_lws, is_token, is_token_str, slice, unquote, Param, Scanner, Span};
 
 /// Most parameters one digest header may carry; more is [`AuthError::TooMany`].
 pub const MAX_PARAMS: usize = 64;
@@ -282,11 +282,35 @@ impl Credentials {
     pub fn parse(value: &Bytes) -> Result<Credentials, AuthError> {
         let mut s = Scanner::new(value);
         let scheme = scheme(&mut s)?;
-        if is_digest(&scheme) {
-            DigestCredentials::from_params(param_list(&mut s)?).map(Credentials::Digest)
+        if is_digest(s.bytes(scheme)) {
+            DigestCredentials::from_params(param_list(value, &mut s)?).map(Credentials::Digest)
         } else {
-            Ok(Credentials::Other(other(scheme, &s)))
+            Ok(Credentials::Other(other(value, scheme, &s)))
         }
+    }
+
+    /// True when [`Credentials::parse`] accepts `value`; allocates nothing.
+    pub(crate) fn check(value: &[u8]) -> bool {
+        let mut s = Scanner::new(value);
+        let Ok(scheme) = scheme(&mut s) else {
+            return false;
+        };
+        if !is_digest(s.bytes(scheme)) {
+            return true;
+        }
+        let (mut username, mut username_star) = (false, false);
+        let listed = scan_param_list(&mut s, |s, name, value| {
+            let n = s.bytes(name);
+            if is(n, "nc") {
+                parse_nc(&unquote(s.bytes(value)))?;
+            } else if is(n, "username") {
+                username = true;
+            } else if is(n, "username*") {
+                username_star = true;
+            }
+            Ok(())
+        });
+        listed.is_ok() && !(username && username_star)
     }
 }
 
@@ -361,11 +385,29 @@ impl Challenge {
     pub fn parse(value: &Bytes) -> Result<Challenge, AuthError> {
         let mut s = Scanner::new(value);
         let scheme = scheme(&mut s)?;
-        if is_digest(&scheme) {
-            DigestChallenge::from_params(param_list(&mut s)?).map(Challenge::Digest)
+        if is_digest(s.bytes(scheme)) {
+            DigestChallenge::from_params(param_list(value, &mut s)?).map(Challenge::Digest)
         } else {
-            Ok(Challenge::Other(other(scheme, &s)))
+            Ok(Challenge::Other(other(value, scheme, &s)))
         }
+    }
+
+    /// True when [`Challenge::parse`] accepts `value`; allocates nothing.
+    pub(crate) fn check(value: &[u8]) -> bool {
+        let mut s = Scanner::new(value);
+        let Ok(scheme) = scheme(&mut s) else {
+            return false;
+        };
+        if !is_digest(s.bytes(scheme)) {
+            return true;
+        }
+        scan_param_list(&mut s, |s, name, value| {
+            if is(s.bytes(name), "qop") {
+                scan_qop_options(&unquote(s.bytes(value)), |_| ())?;
+            }
+            Ok(())
+        })
+        .is_ok()
     }
 }
 
@@ -434,7 +476,7 @@ impl AuthenticationInfo {
     /// Parses an Authentication-Info header value.
     pub fn parse(value: &Bytes) -> Result<AuthenticationInfo, AuthError> {
         let mut s = Scanner::new(value);
-        let params = param_list(&mut s)?;
+        let params = param_list(value, &mut s)?;
         let mut a = AuthenticationInfo::default();
         for p in &params {
             let v = value_of(p);
@@ -453,6 +495,18 @@ impl AuthenticationInfo {
         }
         a.params = params;
         Ok(a)
+    }
+
+    /// True when [`AuthenticationInfo::parse`] accepts `value`; allocates nothing.
+    pub(crate) fn check(value: &[u8]) -> bool {
+        let mut s = Scanner::new(value);
+        scan_param_list(&mut s, |s, name, value| {
+            if is(s.bytes(name), "nc") {
+                parse_nc(&unquote(s.bytes(value)))?;
+            }
+            Ok(())
+        })
+        .is_ok()
     }
 
     /// Writes the header value: `nextnonce="…", qop=…, rspauth="…", cnonce="…", nc=…`,
@@ -488,7 +542,7 @@ fn algorithm_kind(algorithm: Option<&[u8]>) -> Algorithm {
 
 /// `auth-scheme` and the LWS after it. A scheme alone (nothing after it) is allowed
 /// here; the Digest parameter list then reports [`AuthError::Empty`].
-fn scheme(s: &mut Scanner<'_>) -> Result<Bytes, AuthError> {
+fn scheme(s: &mut Scanner<'_>) -> Result<Span, AuthError> {
     s.skip_lws();
     let scheme = s.token().ok_or(AuthError::Scheme)?;
     if !s.skip_lws() && !s.at_end() {
@@ -498,7 +552,7 @@ fn scheme(s: &mut Scanner<'_>) -> Result<Bytes, AuthError> {
 }
 
 /// A scheme other than Digest, with the rest of the value kept as written.
-fn other(scheme: Bytes, s: &Scanner<'_>) -> OtherAuth {
+fn other(src: &Bytes, scheme: Span, s: &Scanner<'_>) -> OtherAuth {
     let start = s.pos();
     let len = s
         .rest()
@@ -506,20 +560,66 @@ fn other(scheme: Bytes, s: &Scanner<'_>) -> OtherAuth {
         .rposition(|&b| !is_lws(b))
         .map_or(0, |p| p.saturating_add(1));
     OtherAuth {
-        scheme,
-        params: s.slice((start, start.saturating_add(len))),
+        scheme: slice(src, scheme),
+        params: slice(src, (start, start.saturating_add(len))),
+    }
+}
+
+/// The names of the parameters read so far, to refuse a second one with the same name.
+/// Sixteen are kept inline; a header with more (up to [`MAX_PARAMS`]) spills into a
+/// vector.
+struct SeenNames {
+    inline: [Span; 16],
+    len: usize,
+    more: Vec<Span>,
+}
+
+impl SeenNames {
+    fn new() -> SeenNames {
+        SeenNames {
+            inline: [(0, 0); 16],
+            len: 0,
+            more: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len.saturating_add(self.more.len())
+    }
+
+    fn contains(&self, s: &Scanner<'_>, name: &[u8]) -> bool {
+        let same = |&(start, end): &Span| {
+            end.wrapping_sub(start) == name.len()
+                && s.bytes((start, end)).eq_ignore_ascii_case(name)
+        };
+        let inline = self.inline.get(..self.len).unwrap_or_default();
+        inline.iter().any(same) || self.more.iter().any(same)
+    }
+
+    fn push(&mut self, name: Span) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => {
+                *slot = name;
+                self.len = self.len.saturating_add(1);
+            }
+            None => self.more.push(name),
+        }
     }
 }
 
 /// `auth-param *(COMMA auth-param)` to the end of the value, where
 /// `auth-param = token EQUAL ( token / quoted-string )`. Names are unique
-/// (case-insensitively) and at most [`MAX_PARAMS`].
-fn param_list(s: &mut Scanner<'_>) -> Result<Vec<Param>, AuthError> {
+/// (case-insensitively) and at most [`MAX_PARAMS`]; each name and value is handed to
+/// `f`, which may refuse it.
+fn scan_param_list(
+    s: &mut Scanner<'_>,
+    mut f: impl FnMut(&Scanner<'_>, Span, Span) -> Result<(), AuthError>,
+) -> Result<(), AuthError> {
     s.skip_lws();
     if s.at_end() {
         return Err(AuthError::Empty);
     }
-    let mut params: Vec<Param> = Vec::new();
+    let mut seen = SeenNames::new();
     loop {
         let name = s.token().ok_or(AuthError::Param)?;
         if !s.eat_sep(b'=') {
@@ -530,22 +630,33 @@ fn param_list(s: &mut Scanner<'_>) -> Result<Vec<Param>, AuthError> {
         } else {
             s.token().ok_or(AuthError::Param)?
         };
-        if params.len() >= MAX_PARAMS {
+        if seen.len() >= MAX_PARAMS {
             return Err(AuthError::TooMany);
         }
-        if params.iter().any(|p| p.name.eq_ignore_ascii_case(&name)) {
+        if seen.contains(s, s.bytes(name)) {
             return Err(AuthError::Duplicate);
         }
-        params.push(Param {
-            name,
-            value: Some(value),
-        });
+        seen.push(name);
+        f(s, name, value)?;
         match s.list_sep() {
             Some(true) => {}
-            Some(false) => return Ok(params),
+            Some(false) => return Ok(()),
             None => return Err(AuthError::Param),
         }
     }
+}
+
+/// The parameter list of [`scan_param_list`], as `Param`s sharing `src`'s buffer.
+fn param_list(src: &Bytes, s: &mut Scanner<'_>) -> Result<Vec<Param>, AuthError> {
+    let mut params = Vec::new();
+    scan_param_list(s, |_, name, value| {
+        params.push(Param {
+            name: slice(src, name),
+            value: Some(slice(src, value)),
+        });
+        Ok(())
+    })?;
+    Ok(params)
 }
 
 /// A parameter's value without its quotes: a slice of the input unless the quoted
@@ -558,19 +669,21 @@ fn value_of(p: &Param) -> Bytes {
         Cow::Owned(o) => Bytes::from(o),
         // `unquote` hands back either `v` itself or `v` less its first and last byte.
         Cow::Borrowed(inner) if inner.len() == v.len() => v.clone(),
-        Cow::Borrowed(_) => Scanner::new(v).slice((1, v.len().saturating_sub(1))),
+        Cow::Borrowed(_) => slice(v, (1, v.len().saturating_sub(1))),
     }
 }
 
 /// `nc-value = 8LHEX`. Upper-case hex digits are accepted too.
 fn parse_nc(v: &[u8]) -> Result<u32, AuthError> {
-    if v.len() != 8 || !v.iter().all(u8::is_ascii_hexdigit) {
+    if v.len() != 8 {
         return Err(AuthError::Nc);
     }
-    std::str::from_utf8(v)
-        .ok()
-        .and_then(|s| u32::from_str_radix(s, 16).ok())
-        .ok_or(AuthError::Nc)
+    v.iter().try_fold(0u32, |n, &d| {
+        let digit = char::from(d).to_digit(16).ok_or(AuthError::Nc)?;
+        n.checked_mul(16)
+            .and_then(|n| n.checked_add(digit))
+            .ok_or(AuthError::Nc)
+    })
 }
 
 /// The options of a challenge's `qop="auth, auth-int"`: tokens separated by commas and
@@ -578,25 +691,33 @@ fn parse_nc(v: &[u8]) -> Result<u32, AuthError> {
 /// is required (RFC 3261 §25.1 `qop-options`; an empty list found by the `digest` fuzz
 /// target would otherwise vanish when the challenge is written back).
 fn qop_options(v: &Bytes) -> Result<Vec<Bytes>, AuthError> {
-    let mut s = Scanner::new(v);
     let mut out = Vec::new();
+    scan_qop_options(v, |option| out.push(slice(v, option)))?;
+    Ok(out)
+}
+
+/// The grammar of [`qop_options`], handing each option to `f`.
+fn scan_qop_options(v: &[u8], mut f: impl FnMut(Span)) -> Result<(), AuthError> {
+    let mut s = Scanner::new(v);
+    let mut count = 0usize;
     loop {
         s.skip_lws();
         if s.at_end() {
-            return if out.is_empty() {
+            return if count == 0 {
                 Err(AuthError::Qop)
             } else {
-                Ok(out)
+                Ok(())
             };
         }
         if s.eat(b',') {
             continue;
         }
         let option = s.token().ok_or(AuthError::Qop)?;
-        if out.len() >= MAX_QOP_OPTIONS {
+        if count >= MAX_QOP_OPTIONS {
             return Err(AuthError::TooMany);
         }
-        out.push(option);
+        count = count.saturating_add(1);
+        f(option);
         s.skip_lws();
         if !s.at_end() && !s.eat(b',') {
             return Err(AuthError::Qop);

@@ -45,7 +45,14 @@ const fn value_char(b: u8) -> bool {
     token_char(b) || matches!(b, b':' | b'[' | b']')
 }
 
+/// Bytes a quoted string holds as they are: anything but the quote, the backslash and
+/// line breaks.
+const fn qdtext_plain(b: u8) -> bool {
+    !matches!(b, b'"' | b'\\' | b'\r' | b'\n')
+}
+
 static TOKEN: [bool; 256] = byte_table!(token_char);
+static QDTEXT: [bool; 256] = byte_table!(qdtext_plain);
 static VALUE: [bool; 256] = byte_table!(value_char);
 
 /// `token` characters (RFC 3261 §25.1).
@@ -120,21 +127,55 @@ pub(crate) fn trim_lws(s: &[u8]) -> &[u8] {
     s.get(start..end).unwrap_or_default()
 }
 
-/// A cursor over a header value. Positions are byte offsets into `src`; slices come out
-/// as `Bytes` that share `src`'s buffer.
+/// A byte range `(start, end)` of the value a [`Scanner`] reads.
+pub(crate) type Span = (usize, usize);
+
+/// A `generic-param` found by a [`Scanner`]: where its name and value are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ParamSpan {
+    pub(crate) name: Span,
+    pub(crate) value: Option<Span>,
+}
+
+impl ParamSpan {
+    /// The parameter as slices of `src`, the buffer the scanner read.
+    pub(crate) fn to_param(self, src: &Bytes) -> Param {
+        Param {
+            name: slice(src, self.name),
+            value: self.value.map(|v| slice(src, v)),
+        }
+    }
+}
+
+/// `src[start..end]` as a `Bytes` sharing `src`'s buffer (empty if out of range).
+#[inline]
+pub(crate) fn slice(src: &Bytes, (start, end): Span) -> Bytes {
+    if start < end && end <= src.len() {
+        src.slice(start..end)
+    } else {
+        Bytes::new()
+    }
+}
+
+/// A cursor over a header value. It only reads: positions are byte offsets into
+/// `src`, and what it finds comes out as [`Span`]s, so checking a value allocates
+/// nothing and building a typed value slices the `Bytes` the value came from.
 #[derive(Debug, Clone)]
 pub(crate) struct Scanner<'a> {
-    src: &'a Bytes,
+    src: &'a [u8],
     pos: usize,
-    end: usize,
 }
 
 impl<'a> Scanner<'a> {
-    pub(crate) fn new(src: &'a Bytes) -> Self {
+    pub(crate) fn new(src: &'a [u8]) -> Self {
+        Scanner { src, pos: 0 }
+    }
+
+    /// A scanner positioned at `pos`.
+    pub(crate) fn at(src: &'a [u8], pos: usize) -> Self {
         Scanner {
             src,
-            pos: 0,
-            end: src.len(),
+            pos: pos.min(src.len()),
         }
     }
 
@@ -143,33 +184,33 @@ impl<'a> Scanner<'a> {
     }
 
     pub(crate) fn set_pos(&mut self, pos: usize) {
-        self.pos = pos.min(self.end);
+        self.pos = pos.min(self.src.len());
     }
 
+    #[inline]
     pub(crate) fn at_end(&self) -> bool {
-        self.pos >= self.end
+        self.pos >= self.src.len()
     }
 
     #[inline]
     pub(crate) fn peek(&self) -> Option<u8> {
-        if self.pos < self.end {
-            self.src.get(self.pos).copied()
-        } else {
-            None
-        }
+        self.src.get(self.pos).copied()
     }
 
+    #[inline]
     pub(crate) fn rest(&self) -> &'a [u8] {
-        self.src.get(self.pos..self.end).unwrap_or_default()
+        self.src.get(self.pos..).unwrap_or_default()
     }
 
+    #[inline]
     pub(crate) fn bump(&mut self) {
-        if self.pos < self.end {
+        if self.pos < self.src.len() {
             self.pos = self.pos.saturating_add(1);
         }
     }
 
     /// Consumes `b` if it is next.
+    #[inline]
     pub(crate) fn eat(&mut self, b: u8) -> bool {
         if self.peek() == Some(b) {
             self.bump();
@@ -188,6 +229,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// `SWS c SWS`: consumes separator `c` with optional LWS around it.
+    #[inline]
     pub(crate) fn eat_sep(&mut self, c: u8) -> bool {
         let save = self.pos;
         self.skip_lws();
@@ -202,96 +244,106 @@ impl<'a> Scanner<'a> {
 
     /// Consumes a run of bytes matching `pred`; returns its range (possibly empty).
     #[inline]
-    pub(crate) fn take_while(&mut self, pred: impl Fn(u8) -> bool) -> (usize, usize) {
+    pub(crate) fn take_while(&mut self, pred: impl Fn(u8) -> bool) -> Span {
         let start = self.pos;
         let n = self.rest().iter().take_while(|&&b| pred(b)).count();
         self.pos = start.saturating_add(n);
         (start, self.pos)
     }
 
-    pub(crate) fn slice(&self, (start, end): (usize, usize)) -> Bytes {
-        if start <= end && end <= self.src.len() {
-            self.src.slice(start..end)
-        } else {
-            Bytes::new()
-        }
-    }
-
-    pub(crate) fn bytes(&self, (start, end): (usize, usize)) -> &'a [u8] {
+    pub(crate) fn bytes(&self, (start, end): Span) -> &'a [u8] {
         self.src.get(start..end).unwrap_or_default()
     }
 
     /// A non-empty token.
-    pub(crate) fn token(&mut self) -> Option<Bytes> {
+    #[inline]
+    pub(crate) fn token(&mut self) -> Option<Span> {
         let r = self.take_while(is_token);
-        (r.0 != r.1).then(|| self.slice(r))
+        (r.0 != r.1).then_some(r)
     }
 
-    /// A quoted string (RFC 3261 §25.1 `quoted-string`), returned with its quotes and
-    /// escapes as written. Fails on an unterminated string or a bare CR/LF that is not a
-    /// fold.
-    pub(crate) fn quoted_string(&mut self) -> Option<Bytes> {
+    /// A quoted string (RFC 3261 §25.1 `quoted-string`), with its quotes and escapes as
+    /// written. Fails on an unterminated string or a bare CR/LF that is not a fold.
+    pub(crate) fn quoted_string(&mut self) -> Option<Span> {
         let start = self.pos;
         if !self.eat(b'"') {
             return None;
         }
+        let mut folds = false;
         loop {
-            let Some(i) = memchr::memchr2(b'"', b'\\', self.rest()) else {
-                self.pos = start;
-                return None;
-            };
-            self.pos = self.pos.saturating_add(i);
-            if self.eat(b'"') {
-                let text = self.bytes((start, self.pos));
-                if !folds_only(text) {
-                    self.pos = start;
-                    return None;
-                }
-                return Some(self.slice((start, self.pos)));
-            }
-            self.bump();
-            // quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
+            let rest = self.rest();
+            let plain = rest
+                .iter()
+                .position(|&b| !in_table(&QDTEXT, b))
+                .unwrap_or(rest.len());
+            self.pos = self.pos.saturating_add(plain);
             match self.peek() {
-                Some(c) if c <= 0x7f && c != b'\r' && c != b'\n' => self.bump(),
-                _ => {
-                    self.pos = start;
-                    return None;
+                Some(b'"') => {
+                    self.bump();
+                    if folds && !folds_only(self.bytes((start, self.pos))) {
+                        break;
+                    }
+                    return Some((start, self.pos));
                 }
+                // quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
+                Some(b'\\') => {
+                    self.bump();
+                    match self.peek() {
+                        Some(c) if c <= 0x7f && c != b'\r' && c != b'\n' => self.bump(),
+                        _ => break,
+                    }
+                }
+                Some(_) => {
+                    // CR or LF: allowed only as part of a fold, checked at the end.
+                    folds = true;
+                    self.bump();
+                }
+                None => break,
             }
         }
+        self.pos = start;
+        None
     }
 
     /// A `gen-value`: token, host or quoted string.
-    pub(crate) fn gen_value(&mut self) -> Option<Bytes> {
+    #[inline]
+    pub(crate) fn gen_value(&mut self) -> Option<Span> {
         if self.peek() == Some(b'"') {
             return self.quoted_string();
         }
         let r = self.take_while(is_value_char);
-        (r.0 != r.1).then(|| self.slice(r))
+        (r.0 != r.1).then_some(r)
     }
 
-    /// Parses `*( SEMI generic-param )` into `params`. Stops before anything that is
-    /// not a `;` (with optional LWS before it).
-    pub(crate) fn params(&mut self, params: &mut Vec<Param>) -> Option<()> {
+    /// Reads `*( SEMI generic-param )`, handing each to `f` (which may refuse it).
+    /// Stops before anything that is not a `;` (with optional LWS before it).
+    #[inline]
+    pub(crate) fn params(
+        &mut self,
+        mut f: impl FnMut(&Self, ParamSpan) -> Option<()>,
+    ) -> Option<()> {
         while self.eat_sep(b';') {
-            params.push(self.param()?);
+            let p = self.param()?;
+            f(self, p)?;
         }
         Some(())
     }
 
     /// `generic-param = token [ EQUAL gen-value ]`
-    pub(crate) fn param(&mut self) -> Option<Param> {
+    #[inline]
+    pub(crate) fn param(&mut self) -> Option<ParamSpan> {
         let name = self.token()?;
         let value = if self.eat_sep(b'=') {
             Some(self.gen_value()?)
         } else {
             None
         };
-        Some(Param { name, value })
+        Some(ParamSpan { name, value })
     }
 
     /// Ends a list element: LWS then `,` (more follow) or the end of the value.
     /// Returns `Some(true)` when another element follows, `Some(false)` at the end.
+    #[inline]
     pub(crate) fn list_sep(&mut self) -> Option<bool> {
         self.skip_lws();
         if self.at_end() {
@@ -304,6 +356,18 @@ impl<'a> Scanner<'a> {
         }
         None
     }
+}
+
+/// Collects the `*( SEMI generic-param )` that start at `pos` in `src` into `Param`s;
+/// `src` must be the buffer they were checked in, so this cannot fail.
+pub(crate) fn collect_params(src: &Bytes, pos: usize) -> Vec<Param> {
+    let mut out = Vec::new();
+    let mut s = Scanner::at(src, pos);
+    let _ = s.params(|_, p| {
+        out.push(p.to_param(src));
+        Some(())
+    });
+    out
 }
 
 /// A `generic-param`, as written (names keep their case; values keep quotes).
@@ -364,10 +428,10 @@ mod tests {
     #[test]
     fn quoted_strings() {
         let b = Bytes::from_static(b"\"J Rosenberg \\\\\\\"\" rest");
-        let mut s = Scanner::new(&b);
-        let q = s.quoted_string().unwrap();
-        assert_eq!(&q[..], b"\"J Rosenberg \\\\\\\"\"");
-        assert_eq!(&unquote(&q)[..], b"J Rosenberg \\\"");
+        let s = Scanner::new(&b);
+        let q = s.bytes(s.clone().quoted_string().unwrap());
+        assert_eq!(q, b"\"J Rosenberg \\\\\\\"\"");
+        assert_eq!(&unquote(q)[..], b"J Rosenberg \\\"");
         let b = Bytes::from_static(b"\"unterminated");
         assert!(Scanner::new(&b).quoted_string().is_none());
     }
@@ -375,9 +439,9 @@ mod tests {
     #[test]
     fn params_with_lws() {
         let b = Bytes::from_static(b" ;   tag    = 1918181833n ; lr");
+        let ps = collect_params(&b, 0);
         let mut s = Scanner::new(&b);
-        let mut ps = Vec::new();
-        s.params(&mut ps).unwrap();
+        s.params(|_, _| Some(())).unwrap();
         assert!(s.at_end());
         assert_eq!(&ps[0].name[..], b"tag");
         assert_eq!(ps[0].value.as_deref(), Some(&b"1918181833n"[..]));
