@@ -42,7 +42,9 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use crate::grammar::{is_lws, is_token, is_token_str, slice, unquote, Param, Scanner, Span};
+use crate::grammar::{
+    is_lws, is_name, is_token, is_token_str, slice, unquote, Param, Scanner, Span,
+};
 
 /// Most parameters one digest header may carry; more is [`AuthError::TooMany`].
 pub const MAX_PARAMS: usize = 64;
@@ -299,14 +301,14 @@ impl Credentials {
             return true;
         }
         let (mut username, mut username_star) = (false, false);
-        let listed = scan_param_list(&mut s, |s, name, value| {
-            let n = s.bytes(name);
-            if is(n, "nc") {
-                parse_nc(&unquote(s.bytes(value)))?;
-            } else if is(n, "username") {
-                username = true;
-            } else if is(n, "username*") {
-                username_star = true;
+        let listed = scan_param_list(&mut s, |s, known, _, value| {
+            match known {
+                Some(Known::Nc) => {
+                    parse_nc(&unquote(s.bytes(value)))?;
+                }
+                Some(Known::Username) => username = true,
+                Some(Known::UsernameStar) => username_star = true,
+                _ => {}
             }
             Ok(())
         });
@@ -401,8 +403,8 @@ impl Challenge {
         if !is_digest(s.bytes(scheme)) {
             return true;
         }
-        scan_param_list(&mut s, |s, name, value| {
-            if is(s.bytes(name), "qop") {
+        scan_param_list(&mut s, |s, known, _, value| {
+            if known == Some(Known::Qop) {
                 scan_qop_options(&unquote(s.bytes(value)), |_| ())?;
             }
             Ok(())
@@ -500,8 +502,8 @@ impl AuthenticationInfo {
     /// True when [`AuthenticationInfo::parse`] accepts `value`; allocates nothing.
     pub(crate) fn check(value: &[u8]) -> bool {
         let mut s = Scanner::new(value);
-        scan_param_list(&mut s, |s, name, value| {
-            if is(s.bytes(name), "nc") {
+        scan_param_list(&mut s, |s, known, _, value| {
+            if known == Some(Known::Nc) {
                 parse_nc(&unquote(s.bytes(value)))?;
             }
             Ok(())
@@ -565,55 +567,127 @@ fn other(src: &Bytes, scheme: Span, s: &Scanner<'_>) -> OtherAuth {
     }
 }
 
-/// The names of the parameters read so far, to refuse a second one with the same name.
-/// Sixteen are kept inline; a header with more (up to [`MAX_PARAMS`]) spills into a
-/// vector.
+/// The parameter names the digest headers give a meaning to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    Username,
+    UsernameStar,
+    Realm,
+    Nonce,
+    Uri,
+    Response,
+    Algorithm,
+    Cnonce,
+    Opaque,
+    Qop,
+    Nc,
+    Userhash,
+    Domain,
+    Stale,
+    Nextnonce,
+    Rspauth,
+    Charset,
+}
+
+/// The known names by length (lower case).
+fn known_of_len(len: usize) -> &'static [(&'static str, Known)] {
+    match len {
+        2 => &[("nc", Known::Nc)],
+        3 => &[("uri", Known::Uri), ("qop", Known::Qop)],
+        5 => &[
+            ("realm", Known::Realm),
+            ("nonce", Known::Nonce),
+            ("stale", Known::Stale),
+        ],
+        6 => &[
+            ("cnonce", Known::Cnonce),
+            ("opaque", Known::Opaque),
+            ("domain", Known::Domain),
+        ],
+        7 => &[("rspauth", Known::Rspauth), ("charset", Known::Charset)],
+        8 => &[
+            ("username", Known::Username),
+            ("response", Known::Response),
+            ("userhash", Known::Userhash),
+        ],
+        9 => &[
+            ("username*", Known::UsernameStar),
+            ("algorithm", Known::Algorithm),
+            ("nextnonce", Known::Nextnonce),
+        ],
+        _ => &[],
+    }
+}
+
+impl Known {
+    /// The known parameter `name` stands for (names are case-insensitive).
+    fn of(name: &[u8]) -> Option<Known> {
+        known_of_len(name.len())
+            .iter()
+            .find(|(k, _)| is_name(name, k.as_bytes()))
+            .map(|&(_, known)| known)
+    }
+
+    fn bit(self) -> u32 {
+        1u32.wrapping_shl(self as u32)
+    }
+}
+
+/// The names of the parameters read so far, to refuse a second one with the same name:
+/// a bit per known name, and the spans of the others (sixteen inline; a header with
+/// more, up to [`MAX_PARAMS`], spills into a vector).
 struct SeenNames {
+    count: usize,
+    known: u32,
     inline: [Span; 16],
-    len: usize,
+    others: usize,
     more: Vec<Span>,
 }
 
 impl SeenNames {
     fn new() -> SeenNames {
         SeenNames {
+            count: 0,
+            known: 0,
             inline: [(0, 0); 16],
-            len: 0,
+            others: 0,
             more: Vec::new(),
         }
     }
 
-    fn len(&self) -> usize {
-        self.len.saturating_add(self.more.len())
-    }
-
-    fn contains(&self, s: &Scanner<'_>, name: &[u8]) -> bool {
-        let same = |&(start, end): &Span| {
-            end.wrapping_sub(start) == name.len()
-                && s.bytes((start, end)).eq_ignore_ascii_case(name)
-        };
-        let inline = self.inline.get(..self.len).unwrap_or_default();
-        inline.iter().any(same) || self.more.iter().any(same)
-    }
-
-    fn push(&mut self, name: Span) {
-        match self.inline.get_mut(self.len) {
+    /// Records `name`; false when it was already seen.
+    fn insert(&mut self, s: &Scanner<'_>, name: Span, known: Option<Known>) -> bool {
+        self.count = self.count.saturating_add(1);
+        if let Some(k) = known {
+            let seen = self.known & k.bit() != 0;
+            self.known |= k.bit();
+            return !seen;
+        }
+        let bytes = s.bytes(name);
+        let same = |&n: &Span| s.bytes(n).eq_ignore_ascii_case(bytes);
+        let inline = self.inline.get(..self.others).unwrap_or_default();
+        if inline.iter().any(same) || self.more.iter().any(same) {
+            return false;
+        }
+        match self.inline.get_mut(self.others) {
             Some(slot) => {
                 *slot = name;
-                self.len = self.len.saturating_add(1);
+                self.others = self.others.saturating_add(1);
             }
             None => self.more.push(name),
         }
+        true
     }
 }
 
 /// `auth-param *(COMMA auth-param)` to the end of the value, where
 /// `auth-param = token EQUAL ( token / quoted-string )`. Names are unique
-/// (case-insensitively) and at most [`MAX_PARAMS`]; each name and value is handed to
-/// `f`, which may refuse it.
+/// (case-insensitively) and at most [`MAX_PARAMS`]; each name (and the known name it
+/// is, if any) and value is handed to `f`, which may refuse it.
+#[inline(always)]
 fn scan_param_list(
     s: &mut Scanner<'_>,
-    mut f: impl FnMut(&Scanner<'_>, Span, Span) -> Result<(), AuthError>,
+    mut f: impl FnMut(&Scanner<'_>, Option<Known>, Span, Span) -> Result<(), AuthError>,
 ) -> Result<(), AuthError> {
     s.skip_lws();
     if s.at_end() {
@@ -630,14 +704,14 @@ fn scan_param_list(
         } else {
             s.token().ok_or(AuthError::Param)?
         };
-        if seen.len() >= MAX_PARAMS {
+        if seen.count >= MAX_PARAMS {
             return Err(AuthError::TooMany);
         }
-        if seen.contains(s, s.bytes(name)) {
+        let known = Known::of(s.bytes(name));
+        if !seen.insert(s, name, known) {
             return Err(AuthError::Duplicate);
         }
-        seen.push(name);
-        f(s, name, value)?;
+        f(s, known, name, value)?;
         match s.list_sep() {
             Some(true) => {}
             Some(false) => return Ok(()),
@@ -649,7 +723,7 @@ fn scan_param_list(
 /// The parameter list of [`scan_param_list`], as `Param`s sharing `src`'s buffer.
 fn param_list(src: &Bytes, s: &mut Scanner<'_>) -> Result<Vec<Param>, AuthError> {
     let mut params = Vec::new();
-    scan_param_list(s, |_, name, value| {
+    scan_param_list(s, |_, _, name, value| {
         params.push(Param {
             name: slice(src, name),
             value: Some(slice(src, value)),

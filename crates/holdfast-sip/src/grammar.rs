@@ -73,6 +73,16 @@ pub(crate) const fn is_lws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
+/// True when `s` equals `lower`, a lower-case ASCII name, ignoring ASCII case: the
+/// fast form of `eq_ignore_ascii_case` for comparing peer bytes with a known name.
+#[inline(always)]
+pub(crate) fn is_name(s: &[u8], lower: &[u8]) -> bool {
+    s.len() == lower.len()
+        && s.iter()
+            .zip(lower)
+            .all(|(&b, &c)| b == c || (c.is_ascii_lowercase() && b | 0x20 == c))
+}
+
 /// True when every byte is a token character and there is at least one.
 pub(crate) fn is_token_str(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(|&b| is_token(b))
@@ -115,6 +125,39 @@ pub(crate) fn folds_only(s: &[u8]) -> bool {
         i = at.saturating_add(2);
     }
     true
+}
+
+/// Where the run of bytes a quoted string holds as they are (see [`QDTEXT`]) that
+/// starts at `pos` ends. Eight bytes at a time while they last: a byte equal to one of
+/// the four stops is found with the zero-byte test of `x ^ stop`, whose lowest flagged
+/// byte is exact.
+#[inline]
+fn qdtext_end(src: &[u8], mut pos: usize) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let has = |x: u64, b: u8| {
+        let y = x ^ LO.wrapping_mul(u64::from(b));
+        y.wrapping_sub(LO) & !y & HI
+    };
+    while let Some(chunk) = src
+        .get(pos..pos.saturating_add(8))
+        .and_then(|c| <[u8; 8]>::try_from(c).ok())
+    {
+        let x = u64::from_le_bytes(chunk);
+        let stops = has(x, b'"') | has(x, b'\\') | has(x, b'\r') | has(x, b'\n');
+        if stops != 0 {
+            // trailing_zeros of a non-zero u64 is at most 63, so this is at most 7.
+            return pos.wrapping_add((stops.trailing_zeros() / 8) as usize);
+        }
+        pos = pos.wrapping_add(8);
+    }
+    while let Some(&b) = src.get(pos) {
+        if !in_table(&QDTEXT, b) {
+            break;
+        }
+        pos = pos.wrapping_add(1);
+    }
+    pos
 }
 
 /// Strips leading and trailing LWS.
@@ -166,12 +209,17 @@ pub(crate) struct Scanner<'a> {
     pos: usize,
 }
 
+// Positions only move forward over bytes that exist (`pos < src.len()` before every
+// step), so `pos + 1` cannot overflow: the steps use `wrapping_add`, which keeps the
+// hot loops free of overflow branches.
 impl<'a> Scanner<'a> {
+    #[inline]
     pub(crate) fn new(src: &'a [u8]) -> Self {
         Scanner { src, pos: 0 }
     }
 
     /// A scanner positioned at `pos`.
+    #[inline]
     pub(crate) fn at(src: &'a [u8], pos: usize) -> Self {
         Scanner {
             src,
@@ -179,41 +227,43 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn pos(&self) -> usize {
         self.pos
     }
 
+    #[inline]
     pub(crate) fn set_pos(&mut self, pos: usize) {
         self.pos = pos.min(self.src.len());
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn at_end(&self) -> bool {
         self.pos >= self.src.len()
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn peek(&self) -> Option<u8> {
         self.src.get(self.pos).copied()
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn rest(&self) -> &'a [u8] {
         self.src.get(self.pos..).unwrap_or_default()
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn bump(&mut self) {
         if self.pos < self.src.len() {
-            self.pos = self.pos.saturating_add(1);
+            self.pos = self.pos.wrapping_add(1);
         }
     }
 
     /// Consumes `b` if it is next.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn eat(&mut self, b: u8) -> bool {
         if self.peek() == Some(b) {
-            self.bump();
+            self.pos = self.pos.wrapping_add(1);
             true
         } else {
             false
@@ -221,15 +271,20 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skips LWS, returning whether any was skipped.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn skip_lws(&mut self) -> bool {
-        let n = self.rest().iter().take_while(|&&b| is_lws(b)).count();
-        self.pos = self.pos.saturating_add(n);
-        n != 0
+        let start = self.pos;
+        while let Some(&b) = self.src.get(self.pos) {
+            if !is_lws(b) {
+                break;
+            }
+            self.pos = self.pos.wrapping_add(1);
+        }
+        self.pos != start
     }
 
     /// `SWS c SWS`: consumes separator `c` with optional LWS around it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn eat_sep(&mut self, c: u8) -> bool {
         let save = self.pos;
         self.skip_lws();
@@ -243,20 +298,25 @@ impl<'a> Scanner<'a> {
     }
 
     /// Consumes a run of bytes matching `pred`; returns its range (possibly empty).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take_while(&mut self, pred: impl Fn(u8) -> bool) -> Span {
         let start = self.pos;
-        let n = self.rest().iter().take_while(|&&b| pred(b)).count();
-        self.pos = start.saturating_add(n);
+        while let Some(&b) = self.src.get(self.pos) {
+            if !pred(b) {
+                break;
+            }
+            self.pos = self.pos.wrapping_add(1);
+        }
         (start, self.pos)
     }
 
+    #[inline(always)]
     pub(crate) fn bytes(&self, (start, end): Span) -> &'a [u8] {
         self.src.get(start..end).unwrap_or_default()
     }
 
     /// A non-empty token.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn token(&mut self) -> Option<Span> {
         let r = self.take_while(is_token);
         (r.0 != r.1).then_some(r)
@@ -271,12 +331,7 @@ impl<'a> Scanner<'a> {
         }
         let mut folds = false;
         loop {
-            let rest = self.rest();
-            let plain = rest
-                .iter()
-                .position(|&b| !in_table(&QDTEXT, b))
-                .unwrap_or(rest.len());
-            self.pos = self.pos.saturating_add(plain);
+            self.pos = qdtext_end(self.src, self.pos);
             match self.peek() {
                 Some(b'"') => {
                     self.bump();

@@ -49,9 +49,13 @@ macro_rules! header_names {
                     let Some((canon, known)) = usize::from(i).checked_sub(1).and_then(|i| NAMES.get(i)) else {
                         break;
                     };
-                    // Names nearly always arrive in their canonical case.
-                    if canon.as_bytes().first().map(u8::to_ascii_lowercase) == Some(first)
-                        && (canon.as_bytes() == name || canon.as_bytes().eq_ignore_ascii_case(name))
+                    // Names nearly always arrive in their canonical case: compare bytes,
+                    // and fold case only where they differ.
+                    let canon = canon.as_bytes();
+                    if canon.first().map(u8::to_ascii_lowercase) == Some(first)
+                        && canon.iter().zip(name).all(|(&c, &n)| {
+                            c == n || (c.is_ascii_alphabetic() && c ^ 0x20 == n)
+                        })
                     {
                         return *known;
                     }
@@ -337,7 +341,7 @@ impl Header {
 }
 
 /// Checks `v` as the value of a `name` field, allocating nothing.
-fn check_value(name: HeaderName, v: &[u8]) -> Option<Checked> {
+pub(crate) fn check_value(name: HeaderName, v: &[u8]) -> Option<Checked> {
     let mut checked = Checked::default();
     let valid = match name {
         HeaderName::Via => {

@@ -4,11 +4,13 @@
 //! send), join folds, slice each field, type the core headers. Every limit is checked
 //! before anything it guards is allocated.
 
+use std::sync::OnceLock;
+
 use bytes::Bytes;
 
 use crate::error::{LimitExceeded, Malformed, ParseError};
 use crate::grammar::{self, slice};
-use crate::header::{Header, HeaderName, Method};
+use crate::header::{check_value, Header, HeaderName, Method};
 use crate::limits::{Limit, Limits};
 use crate::message::{Message, RequestLine, StartLine, StatusLine};
 use crate::uri::scan_uri;
@@ -75,7 +77,7 @@ pub fn parse_datagram(mut data: Bytes, limits: &Limits) -> Result<Message, Parse
     }
     // The header loop finds the blank line itself. A head over its limit is refused
     // before anything else is said about it, as if it had been measured first.
-    let (mut msg, content_length, end) = match parse_head(&data, limits) {
+    let head = match parse_head(&data, limits) {
         Ok(parsed) => parsed,
         Err(e) => {
             let head_len = find_head_end(&data, 0).map_or(data.len(), |e| e.blank_start);
@@ -85,23 +87,22 @@ pub fn parse_datagram(mut data: Bytes, limits: &Limits) -> Result<Message, Parse
             return Err(e);
         }
     };
-    let head_len = end.map_or(data.len(), |e| e.blank_start);
+    let head_len = head.end.map_or(data.len(), |e| e.blank_start);
     if head_len > limits.max_head_size {
         return Err(limit(Limit::HeadSize, limits.max_head_size));
     }
-    let Some(end) = end else {
+    let Some(end) = head.end else {
         // The datagram ends inside the headers. RFC 5118 §4.10 asks elements to
         // tolerate this; there is no body then, and Content-Length must not say
         // otherwise.
-        if content_length.unwrap_or(0) != 0 {
+        if head.content_length.unwrap_or(0) != 0 {
             return Err(Malformed::Unterminated.into());
         }
-        msg.original = Some(data);
-        return Ok(msg);
+        return Ok(head.into_message(Bytes::new(), Bytes::new(), data));
     };
-    msg.blank = data.slice(end.blank_start..end.body_start);
+    let blank = data.slice(end.blank_start..end.body_start);
     let available = data.len().saturating_sub(end.body_start);
-    let body_len = match content_length {
+    let body_len = match head.content_length {
         Some(declared) => {
             let declared_len = usize::try_from(declared).ok().filter(|&n| n <= available);
             declared_len.ok_or(Malformed::Truncated {
@@ -115,14 +116,15 @@ pub fn parse_datagram(mut data: Bytes, limits: &Limits) -> Result<Message, Parse
         return Err(limit(Limit::BodySize, limits.max_body_size));
     }
     let msg_end = end.body_start.saturating_add(body_len);
-    if body_len > 0 {
-        msg.body = data.slice(end.body_start..msg_end);
-    }
+    let body = if body_len > 0 {
+        data.slice(end.body_start..msg_end)
+    } else {
+        Bytes::new()
+    };
     if msg_end < data.len() {
         data.truncate(msg_end);
     }
-    msg.original = Some(data);
-    Ok(msg)
+    Ok(head.into_message(blank, body, data))
 }
 
 /// Parses a message whose bytes are exactly head + blank line + body, as the stream
@@ -132,23 +134,43 @@ pub(crate) fn parse_framed(
     end: HeadEnd,
     limits: &Limits,
 ) -> Result<Message, ParseError> {
-    let (mut msg, _, _) = parse_head(&data, limits)?;
-    msg.blank = data.slice(end.blank_start..end.body_start);
-    if end.body_start < data.len() {
-        msg.body = data.slice(end.body_start..);
+    let head = parse_head(&data, limits)?;
+    let blank = data.slice(end.blank_start..end.body_start);
+    let body = if end.body_start < data.len() {
+        data.slice(end.body_start..)
+    } else {
+        Bytes::new()
+    };
+    Ok(head.into_message(blank, body, data))
+}
+
+/// What [`parse_head`] read: the message less its blank line and body.
+struct Head {
+    start: StartLine,
+    start_raw: Bytes,
+    headers: Vec<Header>,
+    content_length: Option<u64>,
+    /// Where the blank line is, if there is one.
+    end: Option<HeadEnd>,
+}
+
+impl Head {
+    fn into_message(self, blank: Bytes, body: Bytes, original: Bytes) -> Message {
+        Message {
+            start: self.start,
+            start_raw: self.start_raw,
+            headers: self.headers,
+            blank,
+            body,
+            original: Some(original),
+        }
     }
-    msg.original = Some(data);
-    Ok(msg)
 }
 
 /// Parses the start line and header fields of `data`, up to the blank line that ends
-/// them (or the end of `data`); returns the message, its Content-Length and where the
-/// blank line is. A head longer than [`Limits::max_head_size`] is refused as soon as
-/// the loop passes the limit.
-fn parse_head(
-    data: &Bytes,
-    limits: &Limits,
-) -> Result<(Message, Option<u64>, Option<HeadEnd>), ParseError> {
+/// them (or the end of `data`). A head longer than [`Limits::max_head_size`] is
+/// refused as soon as the loop passes the limit.
+fn parse_head(data: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
     let bytes: &[u8] = data;
     let first_nl = memchr::memchr(b'\n', bytes);
     let start_end = first_nl.map_or(bytes.len(), |p| p.saturating_add(1));
@@ -190,20 +212,23 @@ fn parse_head(
             return Err(limit(Limit::Headers, limits.max_headers));
         }
         // One field: its first line and every continuation line after it. A line ends
-        // at LF; a CR must be part of a CRLF.
+        // at LF; a CR must be part of a CRLF. Positions only move over bytes that
+        // exist, so they cannot overflow.
         let field_start = pos;
+        let name_end = token_end(bytes, pos);
+        pos = name_end;
         let mut bare_cr = false;
         loop {
             match memchr::memchr2(b'\r', b'\n', bytes.get(pos..).unwrap_or_default()) {
                 Some(p) => {
-                    let at = pos.saturating_add(p);
-                    pos = at.saturating_add(1);
+                    let at = pos.wrapping_add(p);
+                    pos = at.wrapping_add(1);
                     if bytes.get(at) == Some(&b'\r') {
                         if bytes.get(pos) != Some(&b'\n') {
                             bare_cr = true;
                             continue;
                         }
-                        pos = pos.saturating_add(1);
+                        pos = pos.wrapping_add(1);
                     }
                 }
                 None => pos = bytes.len(),
@@ -219,15 +244,21 @@ fn parse_head(
         if pos.saturating_sub(field_start) > limits.max_header_line {
             return Err(limit(Limit::HeaderLine, limits.max_header_line));
         }
-        let line = bytes.get(field_start..pos).unwrap_or_default();
-        let (name, name_end, value_start, value_end) = split_field(line, bare_cr)?;
-        let (header, checked) = Header::checked(
-            data.slice(field_start..pos),
+        let (value_start, value_end) = split_field(bytes, field_start, name_end, pos, bare_cr)?;
+        let name = HeaderName::from_bytes(bytes.get(field_start..name_end).unwrap_or_default());
+        let value = bytes.get(value_start..value_end).unwrap_or_default();
+        let checked = check_value(name, value).ok_or(Malformed::Header(name.as_str()))?;
+        let offset = |n: usize| {
+            u32::try_from(n.saturating_sub(field_start)).map_err(|_| Malformed::HeaderLine)
+        };
+        let header = Header {
             name,
-            name_end,
-            value_start,
-            value_end,
-        )?;
+            name_end: offset(name_end)?,
+            value_start: offset(value_start)?,
+            value_end: offset(value_end)?,
+            line: data.slice(field_start..pos),
+            value: OnceLock::new(),
+        };
         if checked.vias > 0 {
             vias = vias.saturating_add(checked.vias);
             if vias > limits.max_vias {
@@ -244,22 +275,40 @@ fn parse_head(
         }
         headers.push(header);
     };
-    let msg = Message {
+    Ok(Head {
         start,
         start_raw,
         headers,
-        blank: Bytes::new(),
-        body: Bytes::new(),
-        original: None,
-    };
-    Ok((msg, content_length, end))
+        content_length,
+        end,
+    })
 }
 
-/// Splits one field (with its continuation lines and line end) into its name, the end
-/// of the name, and the bounds of the value without surrounding LWS.
-fn split_field(line: &[u8], bare_cr: bool) -> Result<(HeaderName, usize, usize, usize), Malformed> {
-    let content_end = line_content_end(line);
-    if matches!(line.first(), Some(b' ' | b'\t')) && content_end > 0 {
+/// Where the token that starts at `pos` ends.
+#[inline(always)]
+fn token_end(bytes: &[u8], mut pos: usize) -> usize {
+    while let Some(&b) = bytes.get(pos) {
+        if !grammar::is_token(b) {
+            break;
+        }
+        pos = pos.wrapping_add(1);
+    }
+    pos
+}
+
+/// Checks the field `bytes[start..end]` (continuation lines and line end included),
+/// whose name runs to `name_end`, and finds its value without surrounding LWS.
+#[inline(always)]
+fn split_field(
+    bytes: &[u8],
+    start: usize,
+    name_end: usize,
+    end: usize,
+    bare_cr: bool,
+) -> Result<(usize, usize), Malformed> {
+    let content_end =
+        start.saturating_add(line_content_end(bytes.get(start..end).unwrap_or_default()));
+    if matches!(bytes.get(start), Some(b' ' | b'\t')) && content_end > start {
         // A continuation line with no field before it.
         return Err(Malformed::Folding);
     }
@@ -269,35 +318,28 @@ fn split_field(line: &[u8], bare_cr: bool) -> Result<(HeaderName, usize, usize, 
         return Err(Malformed::Folding);
     }
     // `field-name HCOLON`: a token, white space, the colon.
-    let content = line.get(..content_end).unwrap_or_default();
-    let name_end = content
-        .iter()
-        .take_while(|&&b| grammar::is_token(b))
-        .count();
-    let colon = name_end.saturating_add(
-        content
-            .get(name_end..)
-            .unwrap_or_default()
-            .iter()
-            .take_while(|&&b| b == b' ' || b == b'\t')
-            .count(),
-    );
-    if name_end == 0 || content.get(colon) != Some(&b':') {
+    let mut colon = name_end;
+    while matches!(bytes.get(colon), Some(b' ' | b'\t')) {
+        colon = colon.wrapping_add(1);
+    }
+    if name_end == start || colon >= content_end || bytes.get(colon) != Some(&b':') {
         return Err(Malformed::HeaderLine);
     }
-    let name = HeaderName::from_bytes(content.get(..name_end).unwrap_or_default());
-    let value = content.get(colon.saturating_add(1)..).unwrap_or_default();
-    let lead = value.iter().take_while(|&&b| grammar::is_lws(b)).count();
-    let trail = value
-        .get(lead..)
-        .unwrap_or_default()
-        .iter()
-        .rev()
-        .take_while(|&&b| grammar::is_lws(b))
-        .count();
-    let value_start = colon.saturating_add(1).saturating_add(lead);
-    let value_end = content_end.saturating_sub(trail).max(value_start);
-    Ok((name, name_end, value_start, value_end))
+    let mut value_start = colon.wrapping_add(1);
+    while value_start < content_end && bytes.get(value_start).copied().is_some_and(grammar::is_lws)
+    {
+        value_start = value_start.wrapping_add(1);
+    }
+    let mut value_end = content_end;
+    while value_end > value_start
+        && bytes
+            .get(value_end.wrapping_sub(1))
+            .copied()
+            .is_some_and(grammar::is_lws)
+    {
+        value_end = value_end.wrapping_sub(1);
+    }
+    Ok((value_start, value_end))
 }
 
 /// The end of a line's content: before its CRLF or LF.

@@ -161,60 +161,80 @@ pub(crate) fn host_kind(t: &[u8], bare_v6: bool) -> Result<HostKind, UriError> {
         [] => Err(UriError::Host),
         [b'[', inner @ .., b']'] => parse_v6(inner).map(HostKind::V6).ok_or(UriError::Host),
         t if bare_v6 && t.contains(&b':') => parse_v6(t).map(HostKind::V6).ok_or(UriError::Host),
-        t if t.first().is_some_and(u8::is_ascii_alphabetic) => {
+        [first, ..] if first.is_ascii_alphabetic() => {
             if is_hostname(t) {
                 Ok(HostKind::Name)
             } else {
                 Err(UriError::Host)
             }
         }
-        t if is_ipv4_shape(t) => parse_v4(t).map(HostKind::V4).ok_or(UriError::Host),
-        t if is_hostname(t) => Ok(HostKind::Name),
-        _ => Err(UriError::Host),
+        t => match dotted(t) {
+            Dotted::V4(a) => Ok(HostKind::V4(a)),
+            Dotted::BadV4 => Err(UriError::Host),
+            Dotted::Other if is_hostname(t) => Ok(HostKind::Name),
+            Dotted::Other => Err(UriError::Host),
+        },
+    }
+}
+
+/// What a host that does not start with a letter is, read in one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dotted {
+    /// Digits and exactly three dots that `Ipv4Addr`'s `FromStr` reads as an address:
+    /// four decimal octets of one to three digits, no leading zero, each at most 255.
+    V4(Ipv4Addr),
+    /// Digits and exactly three dots, but not an address.
+    BadV4,
+    /// Anything else (a hostname is still possible).
+    Other,
+}
+
+fn dotted(t: &[u8]) -> Dotted {
+    let mut octets = [0u8; 4];
+    let mut part = 0usize;
+    let (mut digits, mut value, mut valid) = (0u8, 0u16, true);
+    let mut close = |part: usize, digits: u8, value: u16, valid: &mut bool| match (
+        u8::try_from(value),
+        octets.get_mut(part),
+    ) {
+        (Ok(v), Some(slot)) if digits > 0 => *slot = v,
+        _ => *valid = false,
+    };
+    for &b in t {
+        if b.is_ascii_digit() {
+            // No leading zero: a zero may only be the whole octet.
+            if digits == 1 && value == 0 {
+                valid = false;
+            }
+            digits = digits.saturating_add(1);
+            if digits > 3 {
+                valid = false;
+            } else {
+                value = value
+                    .wrapping_mul(10)
+                    .wrapping_add(u16::from(b.wrapping_sub(b'0')));
+            }
+        } else if b == b'.' {
+            close(part, digits, value, &mut valid);
+            part = part.saturating_add(1);
+            (digits, value) = (0, 0);
+        } else {
+            return Dotted::Other;
+        }
+    }
+    if part != 3 {
+        return Dotted::Other;
+    }
+    close(part, digits, value, &mut valid);
+    if valid {
+        Dotted::V4(Ipv4Addr::from(octets))
+    } else {
+        Dotted::BadV4
     }
 }
 
 fn trim_dot(s: &[u8]) -> &[u8] {
     s.strip_suffix(b".").unwrap_or(s)
-}
-
-fn is_ipv4_shape(t: &[u8]) -> bool {
-    let mut dots = 0usize;
-    for &b in t {
-        if b == b'.' {
-            dots = dots.saturating_add(1);
-        } else if !b.is_ascii_digit() {
-            return false;
-        }
-    }
-    dots == 3
-}
-
-/// A dotted IPv4 address as `Ipv4Addr`'s `FromStr` reads it: four decimal octets of one
-/// to three digits, no leading zero, each at most 255.
-fn parse_v4(t: &[u8]) -> Option<Ipv4Addr> {
-    let mut octets = [0u8; 4];
-    let mut parts = t.split(|&b| b == b'.');
-    for octet in &mut octets {
-        let part = parts.next()?;
-        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part.first() == Some(&b'0')) {
-            return None;
-        }
-        let mut n: u16 = 0;
-        for &d in part {
-            if !d.is_ascii_digit() {
-                return None;
-            }
-            n = n
-                .checked_mul(10)?
-                .checked_add(u16::from(d.wrapping_sub(b'0')))?;
-        }
-        *octet = u8::try_from(n).ok()?;
-    }
-    if parts.next().is_some() {
-        return None;
-    }
-    Some(Ipv4Addr::from(octets))
 }
 
 fn is_hostname(t: &[u8]) -> bool {
@@ -429,30 +449,45 @@ fn scan_uri_params(
     let mut count = 0usize;
     let mut at = start;
     loop {
-        let part_end = raw
-            .get(at..end)
-            .unwrap_or_default()
-            .iter()
-            .position(|&b| b == sep)
-            .map_or(end, |p| at.saturating_add(p));
-        let part = raw.get(at..part_end).unwrap_or_default();
-        if part.is_empty() {
+        // One pass over the part: where it ends, where its first '=' is, and whether
+        // anything else than the characters of `chars` occurs (only then are the name
+        // and value checked for escapes and the exact error).
+        let mut i = at;
+        let mut eq = None;
+        let mut plain = true;
+        while i < end {
+            let Some(&b) = raw.get(i) else {
+                break;
+            };
+            if !crate::grammar::in_table(chars, b) {
+                if b == sep {
+                    break;
+                }
+                if b == b'=' && eq.is_none() {
+                    eq = Some(i);
+                } else {
+                    plain = false;
+                }
+            }
+            i = i.wrapping_add(1);
+        }
+        let part_end = i;
+        if part_end == at {
             return Err(err);
         }
-        let (name, value) = match part.iter().position(|&b| b == b'=') {
-            Some(eq) => {
-                let eq = at.saturating_add(eq);
-                ((at, eq), Some((eq.saturating_add(1), part_end)))
-            }
+        let (name, value) = match eq {
+            Some(eq) => ((at, eq), Some((eq.saturating_add(1), part_end))),
             None if require_value => return Err(err),
             None => ((at, part_end), None),
         };
         if name.0 == name.1 {
             return Err(err);
         }
-        check_escaped(raw.get(name.0..name.1).unwrap_or_default(), chars, err)?;
-        if let Some(v) = value {
-            check_escaped(raw.get(v.0..v.1).unwrap_or_default(), chars, err)?;
+        if !plain {
+            check_escaped(raw.get(name.0..name.1).unwrap_or_default(), chars, err)?;
+            if let Some(v) = value {
+                check_escaped(raw.get(v.0..v.1).unwrap_or_default(), chars, err)?;
+            }
         }
         // A bound on parameters keeps §19.1.4 comparison (which compares repeated
         // names as lists) cheap whatever a peer sends (fuzzing finding U2).
@@ -698,9 +733,21 @@ fn landmarks(raw: &[u8]) -> Landmarks {
         len: raw.len(),
         ..Landmarks::default()
     };
-    for (i, &b) in raw.iter().enumerate() {
-        match URI_CLASS.get(usize::from(b)).copied().unwrap_or(U_BAD) {
-            U_PLAIN => {}
+    let class = |b: u8| URI_CLASS.get(usize::from(b)).copied().unwrap_or(U_BAD);
+    let mut i = 0usize;
+    loop {
+        // Most bytes are plain URI characters: skip them in a tight loop. `i` only
+        // moves over bytes that exist, so it cannot overflow.
+        while let Some(&b) = raw.get(i) {
+            if class(b) != U_PLAIN {
+                break;
+            }
+            i = i.wrapping_add(1);
+        }
+        let Some(&b) = raw.get(i) else {
+            break;
+        };
+        match class(b) {
             U_COLON => {
                 if m.colon.is_none() {
                     m.colon = Some(i);
@@ -732,6 +779,7 @@ fn landmarks(raw: &[u8]) -> Landmarks {
                 break;
             }
         }
+        i = i.wrapping_add(1);
     }
     m
 }
@@ -1025,17 +1073,38 @@ mod tests {
     fn ipv4_as_std_reads_it() {
         let octets = [
             "", "0", "00", "01", "1", "9", "10", "099", "100", "255", "256", "999", "0000", "1234",
-            "300", "25", "007",
+            "300", "25", "007", "99999",
         ];
+        let expect = |s: &str| {
+            let shape = s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+                && s.bytes().filter(|&b| b == b'.').count() == 3;
+            match s.parse::<Ipv4Addr>() {
+                Ok(a) => Dotted::V4(a),
+                Err(_) if shape => Dotted::BadV4,
+                Err(_) => Dotted::Other,
+            }
+        };
         for a in octets {
             for b in octets {
                 for c in octets {
                     for d in octets {
                         let s = format!("{a}.{b}.{c}.{d}");
-                        assert_eq!(parse_v4(s.as_bytes()), s.parse::<Ipv4Addr>().ok(), "{s}");
+                        assert_eq!(dotted(s.as_bytes()), expect(&s), "{s}");
                     }
                 }
             }
+        }
+        for s in [
+            "1.2.3",
+            "1.2.3.4.5",
+            "",
+            ".",
+            "...",
+            "1..2.3",
+            "1.2.3.4x",
+            "x",
+        ] {
+            assert_eq!(dotted(s.as_bytes()), expect(s), "{s}");
         }
     }
 
