@@ -634,35 +634,43 @@ impl Known {
 }
 
 /// The names of the parameters read so far, to refuse a second one with the same name:
-/// a bit per known name, and the spans of the others (sixteen inline; a header with
-/// more, up to [`MAX_PARAMS`], spills into a vector).
+/// a bit per known name, and the spans of the others (four inline; a header with more,
+/// up to [`MAX_PARAMS`], spills into a vector).
 struct SeenNames {
     count: usize,
     known: u32,
-    inline: [Span; 16],
+    inline: [Span; 4],
     others: usize,
     more: Vec<Span>,
 }
 
 impl SeenNames {
+    #[inline(always)]
     fn new() -> SeenNames {
         SeenNames {
             count: 0,
             known: 0,
-            inline: [(0, 0); 16],
+            inline: [(0, 0); 4],
             others: 0,
             more: Vec::new(),
         }
     }
 
     /// Records `name`; false when it was already seen.
+    #[inline(always)]
     fn insert(&mut self, s: &Scanner<'_>, name: Span, known: Option<Known>) -> bool {
         self.count = self.count.saturating_add(1);
-        if let Some(k) = known {
-            let seen = self.known & k.bit() != 0;
-            self.known |= k.bit();
-            return !seen;
+        match known {
+            Some(k) => {
+                let seen = self.known & k.bit() != 0;
+                self.known |= k.bit();
+                !seen
+            }
+            None => self.insert_other(s, name),
         }
+    }
+
+    fn insert_other(&mut self, s: &Scanner<'_>, name: Span) -> bool {
         let bytes = s.bytes(name);
         let same = |&n: &Span| s.bytes(n).eq_ignore_ascii_case(bytes);
         let inline = self.inline.get(..self.others).unwrap_or_default();
@@ -752,11 +760,15 @@ fn parse_nc(v: &[u8]) -> Result<u32, AuthError> {
     if v.len() != 8 {
         return Err(AuthError::Nc);
     }
+    // Eight hex digits fit in 32 bits, so the shifts below lose nothing.
     v.iter().try_fold(0u32, |n, &d| {
-        let digit = char::from(d).to_digit(16).ok_or(AuthError::Nc)?;
-        n.checked_mul(16)
-            .and_then(|n| n.checked_add(digit))
-            .ok_or(AuthError::Nc)
+        let digit = match d {
+            b'0'..=b'9' => d.wrapping_sub(b'0'),
+            b'a'..=b'f' => d.wrapping_sub(b'a').wrapping_add(10),
+            b'A'..=b'F' => d.wrapping_sub(b'A').wrapping_add(10),
+            _ => return Err(AuthError::Nc),
+        };
+        Ok(n.wrapping_shl(4) | u32::from(digit))
     })
 }
 

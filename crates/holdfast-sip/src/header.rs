@@ -33,6 +33,7 @@ macro_rules! header_names {
 
         impl HeaderName {
             /// Recognizes a name as written on the wire.
+            #[inline]
             pub fn from_bytes(name: &[u8]) -> HeaderName {
                 let Some(&first) = name.first() else {
                     return HeaderName::Other;

@@ -9,11 +9,11 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 
 use crate::error::{LimitExceeded, Malformed, ParseError};
-use crate::grammar::{self, slice};
+use crate::grammar::{self, slice, Span};
 use crate::header::{check_value, Header, HeaderName, Method};
 use crate::limits::{Limit, Limits};
 use crate::message::{Message, RequestLine, StartLine, StatusLine};
-use crate::uri::scan_uri;
+use crate::uri::{scan_uri, UriShape};
 
 fn limit(limit: Limit, max: usize) -> ParseError {
     ParseError::Limit(LimitExceeded { limit, max })
@@ -146,7 +146,7 @@ pub(crate) fn parse_framed(
 
 /// What [`parse_head`] read: the message less its blank line and body.
 struct Head {
-    start: StartLine,
+    start: Start,
     start_raw: Bytes,
     headers: Vec<Header>,
     content_length: Option<u64>,
@@ -157,7 +157,7 @@ struct Head {
 impl Head {
     fn into_message(self, blank: Bytes, body: Bytes, original: Bytes) -> Message {
         Message {
-            start: self.start,
+            start: self.start.build(&original),
             start_raw: self.start_raw,
             headers: self.headers,
             blank,
@@ -371,7 +371,7 @@ fn is_version(v: &[u8]) -> bool {
 }
 
 /// Parses the start line `data[..raw_end]` (line end included).
-fn parse_start_line(data: &Bytes, raw_end: usize) -> Result<StartLine, ParseError> {
+fn parse_start_line(data: &Bytes, raw_end: usize) -> Result<Start, ParseError> {
     let raw = data.get(..raw_end).unwrap_or_default();
     let line_end = line_content_end(raw);
     let line = raw.get(..line_end).unwrap_or_default();
@@ -397,11 +397,11 @@ fn parse_start_line(data: &Bytes, raw_end: usize) -> Result<StartLine, ParseErro
         if line.get(sp.saturating_add(4)) != Some(&b' ') {
             return Err(Malformed::StatusCode.into());
         }
-        return Ok(StartLine::Response(StatusLine {
-            version: slice(data, (0, sp)),
+        return Ok(Start::Response {
+            version: (0, sp),
             code,
-            reason: slice(data, (sp.saturating_add(5), line_end)),
-        }));
+            reason: (sp.saturating_add(5), line_end),
+        });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version: exactly one SP each.
     let sp1 = memchr::memchr(b' ', line).ok_or(Malformed::StartLine)?;
@@ -417,11 +417,54 @@ fn parse_start_line(data: &Bytes, raw_end: usize) -> Result<StartLine, ParseErro
     let uri = (sp1.saturating_add(1), sp2);
     let shape =
         scan_uri(line.get(uri.0..uri.1).unwrap_or_default()).map_err(Malformed::RequestUri)?;
-    Ok(StartLine::Request(RequestLine {
+    Ok(Start::Request {
         method,
-        uri: shape.build(slice(data, uri)),
-        version: slice(data, version),
-    }))
+        uri,
+        shape,
+        version,
+    })
+}
+
+/// A checked start line, built into a [`StartLine`] where the message is assembled
+/// (so that the large value is written once, not moved through the parse).
+enum Start {
+    Request {
+        method: Method,
+        uri: Span,
+        shape: UriShape,
+        version: Span,
+    },
+    Response {
+        version: Span,
+        code: u16,
+        reason: Span,
+    },
+}
+
+impl Start {
+    fn build(self, data: &Bytes) -> StartLine {
+        match self {
+            Start::Request {
+                method,
+                uri,
+                shape,
+                version,
+            } => StartLine::Request(RequestLine {
+                method,
+                uri: shape.build(slice(data, uri)),
+                version: slice(data, version),
+            }),
+            Start::Response {
+                version,
+                code,
+                reason,
+            } => StartLine::Response(StatusLine {
+                version: slice(data, version),
+                code,
+                reason: slice(data, reason),
+            }),
+        }
+    }
 }
 
 impl Header {
