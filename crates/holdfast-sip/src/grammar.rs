@@ -274,13 +274,15 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     pub(crate) fn skip_lws(&mut self) -> bool {
         let start = self.pos;
-        while let Some(&b) = self.src.get(self.pos) {
+        let mut pos = start;
+        while let Some(&b) = self.src.get(pos) {
             if !is_lws(b) {
                 break;
             }
-            self.pos = self.pos.wrapping_add(1);
+            pos = pos.wrapping_add(1);
         }
-        self.pos != start
+        self.pos = pos;
+        pos != start
     }
 
     /// `SWS c SWS`: consumes separator `c` with optional LWS around it.
@@ -300,14 +302,17 @@ impl<'a> Scanner<'a> {
     /// Consumes a run of bytes matching `pred`; returns its range (possibly empty).
     #[inline(always)]
     pub(crate) fn take_while(&mut self, pred: impl Fn(u8) -> bool) -> Span {
+        // A local position, so that the loop keeps it in a register.
         let start = self.pos;
-        while let Some(&b) = self.src.get(self.pos) {
+        let mut pos = start;
+        while let Some(&b) = self.src.get(pos) {
             if !pred(b) {
                 break;
             }
-            self.pos = self.pos.wrapping_add(1);
+            pos = pos.wrapping_add(1);
         }
-        (start, self.pos)
+        self.pos = pos;
+        (start, pos)
     }
 
     #[inline(always)]

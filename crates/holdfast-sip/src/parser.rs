@@ -180,7 +180,7 @@ fn parse_head(data: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
     let start = parse_start_line(data, start_end)?;
     let start_raw = data.slice(..start_end);
 
-    let mut headers = Vec::with_capacity(limits.max_headers.min(24));
+    let mut headers = Vec::with_capacity(limits.max_headers.min(16));
     let mut folds = 0usize;
     let mut vias = 0usize;
     let mut content_length: Option<u64> = None;
@@ -216,12 +216,15 @@ fn parse_head(data: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
         // exist, so they cannot overflow.
         let field_start = pos;
         let name_end = token_end(bytes, pos);
-        pos = name_end;
         let mut bare_cr = false;
+        // Where the last line's content ends (before its CRLF or LF).
+        let mut content_end;
+        pos = name_end;
         loop {
             match memchr::memchr2(b'\r', b'\n', bytes.get(pos..).unwrap_or_default()) {
                 Some(p) => {
                     let at = pos.wrapping_add(p);
+                    content_end = at;
                     pos = at.wrapping_add(1);
                     if bytes.get(at) == Some(&b'\r') {
                         if bytes.get(pos) != Some(&b'\n') {
@@ -231,7 +234,10 @@ fn parse_head(data: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
                         pos = pos.wrapping_add(1);
                     }
                 }
-                None => pos = bytes.len(),
+                None => {
+                    pos = bytes.len();
+                    content_end = pos;
+                }
             }
             if !matches!(bytes.get(pos), Some(b' ' | b'\t')) {
                 break;
@@ -241,21 +247,25 @@ fn parse_head(data: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
                 return Err(limit(Limit::Folds, limits.max_folds));
             }
         }
-        if pos.saturating_sub(field_start) > limits.max_header_line {
+        let field_len = pos.wrapping_sub(field_start);
+        if field_len > limits.max_header_line {
             return Err(limit(Limit::HeaderLine, limits.max_header_line));
         }
-        let (value_start, value_end) = split_field(bytes, field_start, name_end, pos, bare_cr)?;
+        let (value_start, value_end) =
+            split_field(bytes, field_start, name_end, content_end, bare_cr)?;
         let name = HeaderName::from_bytes(bytes.get(field_start..name_end).unwrap_or_default());
         let value = bytes.get(value_start..value_end).unwrap_or_default();
         let checked = check_value(name, value).ok_or(Malformed::Header(name.as_str()))?;
-        let offset = |n: usize| {
-            u32::try_from(n.saturating_sub(field_start)).map_err(|_| Malformed::HeaderLine)
-        };
+        // Offsets into the field are u32: all fit when the field's length does.
+        if u32::try_from(field_len).is_err() {
+            return Err(Malformed::HeaderLine.into());
+        }
+        let offset = |n: usize| n.wrapping_sub(field_start) as u32;
         let header = Header {
             name,
-            name_end: offset(name_end)?,
-            value_start: offset(value_start)?,
-            value_end: offset(value_end)?,
+            name_end: offset(name_end),
+            value_start: offset(value_start),
+            value_end: offset(value_end),
             line: data.slice(field_start..pos),
             value: OnceLock::new(),
         };
@@ -296,34 +306,38 @@ fn token_end(bytes: &[u8], mut pos: usize) -> usize {
     pos
 }
 
-/// Checks the field `bytes[start..end]` (continuation lines and line end included),
-/// whose name runs to `name_end`, and finds its value without surrounding LWS.
+/// Checks the field that starts at `start`, whose name runs to `name_end` and whose
+/// last line's content ends at `content_end`, and finds its value without surrounding
+/// LWS.
 #[inline(always)]
 fn split_field(
     bytes: &[u8],
     start: usize,
     name_end: usize,
-    end: usize,
+    content_end: usize,
     bare_cr: bool,
 ) -> Result<(usize, usize), Malformed> {
-    let content_end =
-        start.saturating_add(line_content_end(bytes.get(start..end).unwrap_or_default()));
-    if matches!(bytes.get(start), Some(b' ' | b'\t')) && content_end > start {
-        // A continuation line with no field before it.
-        return Err(Malformed::Folding);
-    }
-    // Within the field, a CR must be part of a CRLF (the line splitter already made
-    // every line break inside it a fold).
-    if bare_cr {
-        return Err(Malformed::Folding);
-    }
-    // `field-name HCOLON`: a token, white space, the colon.
+    // `field-name HCOLON`: a token, white space, the colon. The usual field has the
+    // colon right after the name.
     let mut colon = name_end;
-    while matches!(bytes.get(colon), Some(b' ' | b'\t')) {
-        colon = colon.wrapping_add(1);
-    }
-    if name_end == start || colon >= content_end || bytes.get(colon) != Some(&b':') {
-        return Err(Malformed::HeaderLine);
+    if bytes.get(colon) != Some(&b':') || name_end == start {
+        if matches!(bytes.get(start), Some(b' ' | b'\t')) && content_end > start {
+            // A continuation line with no field before it.
+            return Err(Malformed::Folding);
+        }
+        // Within the field, a CR must be part of a CRLF (the line splitter already
+        // made every line break inside it a fold).
+        if bare_cr {
+            return Err(Malformed::Folding);
+        }
+        while matches!(bytes.get(colon), Some(b' ' | b'\t')) {
+            colon = colon.wrapping_add(1);
+        }
+        if name_end == start || colon >= content_end || bytes.get(colon) != Some(&b':') {
+            return Err(Malformed::HeaderLine);
+        }
+    } else if bare_cr {
+        return Err(Malformed::Folding);
     }
     let mut value_start = colon.wrapping_add(1);
     while value_start < content_end && bytes.get(value_start).copied().is_some_and(grammar::is_lws)

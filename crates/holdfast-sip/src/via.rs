@@ -276,7 +276,11 @@ impl ParamCheck {
     fn param(&mut self, s: &Scanner<'_>, p: ParamSpan) -> Option<()> {
         let name = s.bytes(p.name);
         let value = p.value.map(|v| s.bytes(v));
-        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        // Only names of these lengths are checked; most parameters are none of them.
+        if !matches!(name.len(), 3 | 5 | 6 | 8) {
+            return Some(());
+        }
+        let is = |n: &str| grammar::is_name(name, n.as_bytes());
         let ok = if is("ttl") {
             *self
                 .ttl
