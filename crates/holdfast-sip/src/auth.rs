@@ -708,7 +708,7 @@ fn scan_param_list(
             return Err(AuthError::Param);
         }
         let value = if s.peek() == Some(b'"') {
-            s.quoted_string().ok_or(AuthError::Quoting)?
+            s.quoted_string_inline().ok_or(AuthError::Quoting)?
         } else {
             s.token().ok_or(AuthError::Param)?
         };

@@ -330,6 +330,12 @@ impl<'a> Scanner<'a> {
     /// A quoted string (RFC 3261 §25.1 `quoted-string`), with its quotes and escapes as
     /// written. Fails on an unterminated string or a bare CR/LF that is not a fold.
     pub(crate) fn quoted_string(&mut self) -> Option<Span> {
+        self.quoted_string_inline()
+    }
+
+    /// [`Scanner::quoted_string`], inlined into a caller that reads many of them.
+    #[inline(always)]
+    pub(crate) fn quoted_string_inline(&mut self) -> Option<Span> {
         let start = self.pos;
         if !self.eat(b'"') {
             return None;

@@ -243,14 +243,13 @@ fn is_hostname(t: &[u8]) -> bool {
     let t = t.strip_suffix(b".").unwrap_or(t);
     let mut prev_dot = true;
     for &b in t {
-        if !crate::grammar::in_table(&HOST_CHAR, b) {
+        if crate::grammar::in_table(&LABEL_CHAR, b) {
+            prev_dot = false;
+        } else if b == b'.' && !prev_dot {
+            prev_dot = true;
+        } else {
             return false;
         }
-        let dot = b == b'.';
-        if dot && prev_dot {
-            return false;
-        }
-        prev_dot = dot;
     }
     !prev_dot
 }
@@ -276,15 +275,16 @@ static USER: [bool; 256] = crate::grammar::byte_table!(is_user_char);
 static PASSWORD: [bool; 256] = crate::grammar::byte_table!(is_password_char);
 static PARAM: [bool; 256] = crate::grammar::byte_table!(is_param_char);
 static HNV: [bool; 256] = crate::grammar::byte_table!(is_hnv_char);
-static HOST_CHAR: [bool; 256] = crate::grammar::byte_table!(is_host_char);
+static LABEL_CHAR: [bool; 256] = crate::grammar::byte_table!(is_label_char);
 
 /// Bytes a URI may contain at all: visible ASCII except `<`, `>` and `"`.
 const fn is_uri_char(b: u8) -> bool {
     b > b' ' && b < 0x7f && !matches!(b, b'<' | b'>' | b'"')
 }
 
-const fn is_host_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'
+/// The characters of a host name's labels (the dots between them aside).
+const fn is_label_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
 
 const fn is_unreserved(b: u8) -> bool {
