@@ -43,23 +43,20 @@ macro_rules! header_names {
                     $( $( if first == $compact { return HeaderName::$variant; } )? )*
                     return HeaderName::Other;
                 }
-                let Some(bucket) = NAMES_BY_LEN.get(name.len()) else {
+                let last = name.last().copied().unwrap_or(first);
+                let slot = NAME_SLOTS.get(name_hash(name.len(), first, last)).copied().unwrap_or(0);
+                let Some((canon, known)) = usize::from(slot).checked_sub(1).and_then(|i| NAMES.get(i)) else {
                     return HeaderName::Other;
                 };
-                for &i in bucket {
-                    let Some((canon, known)) = usize::from(i).checked_sub(1).and_then(|i| NAMES.get(i)) else {
-                        break;
-                    };
-                    // Names nearly always arrive in their canonical case: compare bytes,
-                    // and fold case only where they differ.
-                    let canon = canon.as_bytes();
-                    if canon.first().map(u8::to_ascii_lowercase) == Some(first)
-                        && canon.iter().zip(name).all(|(&c, &n)| {
-                            c == n || (c.is_ascii_alphabetic() && c ^ 0x20 == n)
-                        })
-                    {
-                        return *known;
-                    }
+                // Names nearly always arrive in their canonical case: compare bytes, and
+                // fold case only where they differ.
+                let canon = canon.as_bytes();
+                if canon.len() == name.len()
+                    && canon.iter().zip(name).all(|(&c, &n)| {
+                        c == n || (c.is_ascii_alphabetic() && c ^ 0x20 == n)
+                    })
+                {
+                    return *known;
                 }
                 HeaderName::Other
             }
@@ -78,28 +75,33 @@ macro_rules! header_names {
     };
 }
 
-/// The longest known name, plus one.
-const NAME_LEN_LIMIT: usize = 24;
+/// Where a name of length `len`, first byte `first` and last byte `last` sits in
+/// [`NAME_SLOTS`]: a hash that gives every known name its own slot (the table below
+/// fails to compile if two collide), so recognizing a name is one comparison.
+const fn name_hash(len: usize, first: u8, last: u8) -> usize {
+    let first = (first | 0x20) as usize;
+    let last = (last | 0x20) as usize;
+    len.wrapping_add(first.wrapping_mul(13))
+        .wrapping_add(last << 2)
+        & 127
+}
 
-/// For each name length, the indexes (plus one, zero ending the list) into [`NAMES`] of
-/// the known names of that length: recognizing a name compares it with at most a few.
-static NAMES_BY_LEN: [[u8; 8]; NAME_LEN_LIMIT] = {
-    let mut t = [[0u8; 8]; NAME_LEN_LIMIT];
+/// For each hash slot, the index (plus one; zero is empty) into [`NAMES`] of the known
+/// name that hashes there.
+static NAME_SLOTS: [u8; 128] = {
+    let mut t = [0u8; 128];
     let mut i = 0usize;
-    // Const evaluation over a fixed list; it fails to compile if a name is too long or
-    // a length has more than seven names.
+    // Const evaluation over a fixed list; a collision fails the build.
     #[allow(
         clippy::indexing_slicing,
         clippy::arithmetic_side_effects,
         clippy::cast_possible_truncation
     )]
     while i < NAMES.len() {
-        let len = NAMES[i].0.len();
-        let mut j = 0usize;
-        while t[len][j] != 0 {
-            j += 1;
-        }
-        t[len][j] = (i + 1) as u8;
+        let name = NAMES[i].0.as_bytes();
+        let h = name_hash(name.len(), name[0], name[name.len() - 1]);
+        assert!(t[h] == 0, "two header names share a hash slot");
+        t[h] = (i + 1) as u8;
         i += 1;
     }
     t
@@ -627,6 +629,24 @@ mod tests {
         assert_eq!(HeaderName::from_bytes(b"l"), HeaderName::ContentLength);
         assert_eq!(HeaderName::from_bytes(b"X-Foo"), HeaderName::Other);
         assert_eq!(HeaderName::from_bytes(b"q"), HeaderName::Other);
+        for &(canon, known) in NAMES {
+            assert_eq!(HeaderName::from_bytes(canon.as_bytes()), known, "{canon}");
+            let upper = canon.to_ascii_uppercase();
+            let lower = canon.to_ascii_lowercase();
+            assert_eq!(HeaderName::from_bytes(upper.as_bytes()), known, "{upper}");
+            assert_eq!(HeaderName::from_bytes(lower.as_bytes()), known, "{lower}");
+            assert_eq!(known.as_str(), canon);
+            // One byte changed is another name.
+            let mut other = canon.as_bytes().to_vec();
+            other[canon.len() / 2] ^= 0x01;
+            assert_eq!(
+                HeaderName::from_bytes(&other),
+                HeaderName::Other,
+                "{other:?}"
+            );
+        }
+        assert_eq!(HeaderName::from_bytes(b"Call\rID"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b""), HeaderName::Other);
     }
 
     #[test]
