@@ -215,6 +215,9 @@ impl std::fmt::Debug for Header {
         f.debug_struct("Header")
             .field("name", &self.name)
             .field("line", &self.line)
+            .field("name_end", &self.name_end)
+            .field("value_start", &self.value_start)
+            .field("value_end", &self.value_end)
             .field("value", self.value())
             .finish()
     }
@@ -362,7 +365,6 @@ pub(crate) fn check_value(name: HeaderName, v: &[u8]) -> Option<Checked> {
             checked.content_length = Some(grammar::parse_u64(v)?);
             true
         }
-        // A number that does not parse is kept as BadNumber (treated as absent).
         HeaderName::ContentType => MediaType::scan(v).is_some(),
         HeaderName::Supported
         | HeaderName::Require
@@ -371,6 +373,9 @@ pub(crate) fn check_value(name: HeaderName, v: &[u8]) -> Option<Checked> {
         HeaderName::Authorization | HeaderName::ProxyAuthorization => Credentials::check(v),
         HeaderName::WwwAuthenticate | HeaderName::ProxyAuthenticate => Challenge::check(v),
         HeaderName::AuthenticationInfo => AuthenticationInfo::check(v),
+        // Max-Forwards, Expires, Min-Expires and Flow-Timer take any value: one that is
+        // not a number in range is kept as BadNumber (treated as absent). The other
+        // names are not interpreted.
         _ => true,
     };
     valid.then_some(checked)
