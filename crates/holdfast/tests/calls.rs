@@ -165,7 +165,7 @@ impl Proxy {
 /// Every record of `/api/v1/cdrs`, following `next_cursor`.
 async fn cdrs(core: &Core) -> Vec<Value> {
     let mut out = Vec::new();
-    let mut path = "/api/v1/cdrs".to_string();
+    let mut path = "/api/v1/cdrs?limit=1000".to_string();
     for _ in 0..100 {
         let (status, body) = core.api("GET", &path, Some(TOKEN), None).await;
         assert_eq!(status, 200, "GET {path}: {body}");
@@ -177,7 +177,7 @@ async fn cdrs(core: &Core) -> Vec<Value> {
         out.extend(records.iter().cloned());
         match v["next_cursor"].as_str() {
             Some(c) if !c.is_empty() && !records.is_empty() => {
-                path = format!("/api/v1/cdrs?cursor={c}");
+                path = format!("/api/v1/cdrs?limit=1000&cursor={c}");
             }
             _ => return out,
         }
@@ -285,6 +285,7 @@ fn check_record(
         r["node"].as_str().is_some_and(|n| !n.is_empty()),
         "node; {ctx}"
     );
+    assert_eq!(r["open"], false, "open; {ctx}");
     let started = ms(&r["started_at_ms"]).unwrap_or_else(|| panic!("started_at_ms; {ctx}"));
     let ended = ms(&r["ended_at_ms"]).unwrap_or_else(|| panic!("ended_at_ms; {ctx}"));
     assert!(ended >= started, "ended before it started; {ctx}");
@@ -330,10 +331,8 @@ fn check_record(
                 r["duration_ms"].is_null() || r["duration_ms"] == 0,
                 "duration_ms of an unanswered call; {ctx}"
             );
-            assert_eq!(
-                r["hangup"], "caller",
-                "hangup (the caller cancelled); {ctx}"
-            );
+            // `hangup` says who ended an answered call; a call never answered has none.
+            assert!(r["hangup"].is_null(), "hangup of an unanswered call; {ctx}");
         }
     }
 }
@@ -565,6 +564,21 @@ async fn baresip_over_tcp_calls_auto_answering_baresip_over_udp() {
     .await;
 }
 
+/// Pins a bug: a request that came over UDP without Content-Length is forwarded over
+/// TCP without one, so the callee cannot frame it.
+///
+/// linphonec's ACK for the 200 carries no Content-Length (optional over UDP, RFC 3261
+/// §20.14). holdfast forwards it statelessly to baresip's TCP flow as it came, with
+/// no Content-Length: `ACK sip:bob-0x…@127.0.0.1:36462;transport=tcp`, Via TCP
+/// 127.0.0.1:44487, Via UDP 127.0.0.1:45719, From/To/CSeq 20 ACK, Max-Forwards 69,
+/// Proxy-Authorization, User-Agent, blank line. baresip never reads the ACK, so it
+/// retransmits its 200 (over a new connection) until it gives up, and the call
+/// drops. Through Kamailio (which adds the header) the same call works. Over a
+/// stream transport Content-Length MUST be present (RFC 3261 §18.3, §20.14):
+/// `crate::proxy::forward_stateless` (crates/holdfast/src/proxy.rs) and, as far as
+/// the code shows, every forward (nothing in the proxy adds Content-Length) must add
+/// `Content-Length: <body length>` when the next hop is TCP, TLS or WS and the message
+/// has none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linphonec_calls_baresip_over_tcp() {
     bounded(LIMIT, async {
@@ -874,6 +888,7 @@ async fn sipp_records(core: &Core, callee: &str, t: Transport, calls: usize, hol
         assert_eq!(r["disposition"], "answered", "{ctx}");
         assert_eq!(r["status"], 200, "{ctx}");
         assert_eq!(r["hangup"], "caller", "{ctx}");
+        assert_eq!(r["open"], false, "{ctx}");
         assert!(
             r["transport"]
                 .as_str()
