@@ -573,12 +573,14 @@ async fn baresip_over_tcp_calls_auto_answering_baresip_over_udp() {
 /// 127.0.0.1:44487, Via UDP 127.0.0.1:45719, From/To/CSeq 20 ACK, Max-Forwards 69,
 /// Proxy-Authorization, User-Agent, blank line. baresip never reads the ACK, so it
 /// retransmits its 200 (over a new connection) until it gives up, and the call
-/// drops. Through Kamailio (which adds the header) the same call works. Over a
-/// stream transport Content-Length MUST be present (RFC 3261 §18.3, §20.14):
-/// `crate::proxy::forward_stateless` (crates/holdfast/src/proxy.rs) and, as far as
-/// the code shows, every forward (nothing in the proxy adds Content-Length) must add
-/// `Content-Length: <body length>` when the next hop is TCP, TLS or WS and the message
-/// has none.
+/// drops. Through Kamailio (which adds the header) the same call works. The stateful
+/// forwards do the same: a BYE sent over UDP without Content-Length (sipp, the
+/// scenario's BYE without the header) reaches a TCP callee as `BYE sip:…;transport=TCP`,
+/// two Vias, From, To, Call-ID, `CSeq: 3 BYE`, Contact, `Max-Forwards: 69`, blank line.
+/// Over a stream transport Content-Length MUST be present (RFC 3261 §18.3, §20.14):
+/// `crate::proxy::forward_stateless` (crates/holdfast/src/proxy.rs) and the stateful
+/// forward must add `Content-Length: <body length>` when the next hop is TCP, TLS or WS
+/// and the message has none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linphonec_calls_baresip_over_tcp() {
     bounded(LIMIT, async {
