@@ -3,17 +3,21 @@
 //! call record each attempt leaves in `/api/v1/cdrs`.
 //!
 //! - Phones: every pair of tests/support/phones.rs registers (digest, 401) through
-//!   holdfast over UDP or TCP and makes three calls: answered and hung up by the caller,
-//!   answered and hung up by the callee, and cancelled while ringing. Each INVITE is
-//!   challenged (407) and sent again with credentials; the callee is reached over the
-//!   flow it registered from; the call is up when both phones report it, and media
-//!   flows when both report RTP received; the BYE or CANCEL reaches the other side. The
+//!   holdfast over UDP or TCP and makes four calls: answered and hung up by the caller,
+//!   answered and hung up by the callee, cancelled while ringing, and refused by the
+//!   callee. Each INVITE is challenged (407) and sent again with credentials (or comes
+//!   with credentials the client kept); the callee is reached over the flow it
+//!   registered from; the call is up when both phones report it, and media flows when
+//!   both report RTP received; the BYE, CANCEL or refusal reaches the other side. The
 //!   combinations: baresip to baresip, linphonec to baresip, pjsua2 to baresip, and back
 //!   (baresip to linphonec, baresip to pjsua2), several with the caller on one
-//!   transport and the callee on the other (where the proxy records the route twice).
-//! - After each call its record is checked: caller, callee, Request-URI, transport,
-//!   disposition (answered or cancelled), final status, who hung up, the times of the
-//!   answer and of the end, and a duration that matches how long the test held the call.
+//!   transport and the callee on the other (where the proxy records the route twice),
+//!   one with a callee that answers by itself. One more call goes to a user with no
+//!   binding (480).
+//! - After each call its record is checked: caller, callee, Request-URI, transport and
+//!   source, disposition (answered, cancelled, busy, no answer), final status, who hung
+//!   up, the times of the answer and of the end, and a duration that matches how long
+//!   the test held the call; and there is one record per attempt.
 //! - sipp: `scenarios/call_uac.xml` calls the callee of `scenarios/call_uas_register.xml`
 //!   plus `scenarios/call_uas.xml` (which registers first, and answers over the same
 //!   socket or connection) with proxy authentication over UDP and over TCP; every call
@@ -242,6 +246,8 @@ enum Ending {
     CalleeHangsUp,
     /// The caller cancels while the callee rings.
     CallerCancels,
+    /// The callee declines while it rings (486 or 603, as the client chooses).
+    CalleeRejects,
 }
 
 /// Asserts the record of a call.
@@ -334,6 +340,19 @@ fn check_record(
             // `hangup` says who ended an answered call; a call never answered has none.
             assert!(r["hangup"].is_null(), "hangup of an unanswered call; {ctx}");
         }
+        Ending::CalleeRejects => {
+            assert_eq!(r["disposition"], "busy", "disposition; {ctx}");
+            assert!(
+                r["status"] == 486 || r["status"] == 603,
+                "status (the callee's 486 or 603); {ctx}"
+            );
+            assert!(r["answered_at_ms"].is_null(), "answered_at_ms; {ctx}");
+            assert!(
+                r["duration_ms"].is_null() || r["duration_ms"] == 0,
+                "duration_ms of an unanswered call; {ctx}"
+            );
+            assert!(r["hangup"].is_null(), "hangup of an unanswered call; {ctx}");
+        }
     }
 }
 
@@ -391,6 +410,17 @@ async fn one_call(proxy: &Proxy, a: &Phone, b: &Phone, ending: Ending, seen: &mu
                 fail("the cancelled call was established".into());
             }
         }
+        Ending::CalleeRejects => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            b.hangup_and_wait(STEP).await;
+            match a.try_wait(Happening::Closed, STEP).await {
+                None => fail("the callee's refusal did not reach the caller".into()),
+                Some(e) if a.has(Happening::Established) => {
+                    fail(format!("the refused call was established ({})", e.detail))
+                }
+                Some(_) => {}
+            }
+        }
         Ending::CallerHangsUp | Ending::CalleeHangsUp => {
             b.answer().await;
             if a.try_wait(Happening::Established, STEP).await.is_none() {
@@ -441,10 +471,10 @@ async fn one_call(proxy: &Proxy, a: &Phone, b: &Phone, ending: Ending, seen: &mu
     }
 }
 
-/// `caller` (alice) calls `callee` (bob) three times through `proxy`: answered and hung
-/// up by the caller, answered and hung up by the callee, cancelled while ringing. At the
-/// end there is exactly one record per call.
-async fn three_calls(proxy: Proxy, caller: (PhoneKind, Transport), callee: (PhoneKind, Transport)) {
+/// `caller` (alice) calls `callee` (bob) through `proxy` four times: answered and hung up
+/// by the caller, answered and hung up by the callee, cancelled while ringing, refused
+/// by the callee. At the end there is exactly one record per call attempt.
+async fn four_calls(proxy: Proxy, caller: (PhoneKind, Transport), callee: (PhoneKind, Transport)) {
     let a = Phone::of(
         caller.0,
         "alice",
@@ -468,6 +498,7 @@ async fn three_calls(proxy: Proxy, caller: (PhoneKind, Transport), callee: (Phon
         Ending::CallerHangsUp,
         Ending::CalleeHangsUp,
         Ending::CallerCancels,
+        Ending::CalleeRejects,
     ] {
         one_call(&proxy, &a, &b, ending, &mut seen).await;
     }
@@ -477,9 +508,53 @@ async fn three_calls(proxy: Proxy, caller: (PhoneKind, Transport), callee: (Phon
             .iter()
             .filter(|r| aor_of(&r["caller"]) == a.aor() && aor_of(&r["callee"]) == b.aor())
             .collect();
-        assert_eq!(mine.len(), 3, "one record per call attempt:\n{all:#?}");
+        assert_eq!(mine.len(), 4, "one record per call attempt:\n{all:#?}");
     }
     proxy.assert_alive();
+}
+
+/// `a` calls `user`, who exists but has no binding: the call ends at once (holdfast:
+/// 480 Temporarily Unavailable; the reference Kamailio: 404), and its record says so.
+async fn call_unregistered(proxy: &Proxy, a: &Phone, user: &str) {
+    a.forget();
+    let aor = format!("{user}@{DOMAIN}");
+    let started = Instant::now();
+    a.dial(&aor).await;
+    let closed = a.try_wait(Happening::Closed, STEP).await;
+    assert!(
+        closed.is_some() && !a.has(Happening::Established),
+        "{} -> {aor} (not registered) through {}: the call did not fail\n{}\n{}",
+        a.aor(),
+        proxy.name(),
+        a.diagnostics(),
+        proxy.diagnostics()
+    );
+    note(format!(
+        "{} {} -> {aor} (not registered) through {}: ended in {:.1} s ({})",
+        a.kind().name(),
+        a.aor(),
+        proxy.name(),
+        started.elapsed().as_secs_f64(),
+        closed.map(|e| e.detail).unwrap_or_default()
+    ));
+    if let Some(core) = proxy.core() {
+        let r = finished_record(core, &a.aor(), &aor, None, &HashSet::new()).await;
+        let ctx = format!("record of {} -> {aor} (not registered):\n{r:#}", a.aor());
+        assert_eq!(
+            r["status"], 480,
+            "status (480 Temporarily Unavailable); {ctx}"
+        );
+        assert_eq!(r["disposition"], "no_answer", "disposition of a 480; {ctx}");
+        assert!(r["answered_at_ms"].is_null(), "answered_at_ms; {ctx}");
+        assert!(r["hangup"].is_null(), "hangup; {ctx}");
+        assert_eq!(r["open"], false, "open; {ctx}");
+        assert!(
+            r["transport"]
+                .as_str()
+                .is_some_and(|t| t.eq_ignore_ascii_case(a.transport().as_str())),
+            "transport; {ctx}"
+        );
+    }
 }
 
 /// An auto-answering callee: `caller` calls, `callee` answers by itself, the caller
@@ -551,7 +626,7 @@ const TCP: Transport = Transport::Tcp;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_calls_baresip() {
     bounded(LIMIT, async {
-        three_calls(Proxy::holdfast("call-bb").await, (B, UDP), (B, UDP)).await;
+        four_calls(Proxy::holdfast("call-bb").await, (B, UDP), (B, UDP)).await;
     })
     .await;
 }
@@ -584,7 +659,7 @@ async fn baresip_over_tcp_calls_auto_answering_baresip_over_udp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linphonec_calls_baresip_over_tcp() {
     bounded(LIMIT, async {
-        three_calls(Proxy::holdfast("call-lb").await, (L, UDP), (B, TCP)).await;
+        four_calls(Proxy::holdfast("call-lb").await, (L, UDP), (B, TCP)).await;
     })
     .await;
 }
@@ -592,7 +667,7 @@ async fn linphonec_calls_baresip_over_tcp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pjsua2_over_tcp_calls_baresip() {
     bounded(LIMIT, async {
-        three_calls(Proxy::holdfast("call-pb").await, (P, TCP), (B, UDP)).await;
+        four_calls(Proxy::holdfast("call-pb").await, (P, TCP), (B, UDP)).await;
     })
     .await;
 }
@@ -600,7 +675,7 @@ async fn pjsua2_over_tcp_calls_baresip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_calls_linphonec_over_tcp() {
     bounded(LIMIT, async {
-        three_calls(Proxy::holdfast("call-bl").await, (B, UDP), (L, TCP)).await;
+        four_calls(Proxy::holdfast("call-bl").await, (B, UDP), (L, TCP)).await;
     })
     .await;
 }
@@ -608,7 +683,29 @@ async fn baresip_calls_linphonec_over_tcp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_over_tcp_calls_pjsua2() {
     bounded(LIMIT, async {
-        three_calls(Proxy::holdfast("call-bp").await, (B, TCP), (P, UDP)).await;
+        four_calls(Proxy::holdfast("call-bp").await, (B, TCP), (P, UDP)).await;
+    })
+    .await;
+}
+
+/// Pins a bug: a call to a user with no binding is recorded as `failed`, not
+/// `no_answer`.
+///
+/// holdfast answers the INVITE 480 Temporarily Unavailable (right) and records the
+/// attempt with `"status": 480, "disposition": "failed"`. holdfast-store defines
+/// `Disposition::NoAnswer` as "Nobody answered in time (408, 480, or the proxy's
+/// no-answer timer)" (crates/holdfast-store/src/cdr.rs) and its own fixtures pair
+/// 480 with `no_answer`, but `disposition()` in crates/holdfast/src/calls.rs maps only
+/// 408 (and the no-answer timer) to NoAnswer, so every 480, from the proxy (no binding)
+/// or from a phone, lands in `failed`. Fix: add 480 to the NoAnswer arm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_user_with_no_binding_is_recorded_as_no_answer() {
+    bounded(LIMIT, async {
+        let proxy = Proxy::holdfast("call-480").await;
+        let a = Phone::baresip("alice", password("alice"), proxy.addr(UDP), UDP)
+            .start()
+            .await;
+        call_unregistered(&proxy, &a, "carol").await;
     })
     .await;
 }
@@ -617,9 +714,22 @@ async fn baresip_over_tcp_calls_pjsua2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "reference run: needs kamailio"]
+async fn reference_kamailio_a_call_to_a_user_with_no_binding_fails() {
+    bounded(LIMIT, async {
+        let proxy = Proxy::kamailio().await;
+        let a = Phone::baresip("alice", password("alice"), proxy.addr(UDP), UDP)
+            .start()
+            .await;
+        call_unregistered(&proxy, &a, "carol").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "reference run: needs kamailio"]
 async fn reference_kamailio_baresip_calls_baresip() {
     bounded(LIMIT, async {
-        three_calls(Proxy::kamailio().await, (B, UDP), (B, UDP)).await;
+        four_calls(Proxy::kamailio().await, (B, UDP), (B, UDP)).await;
     })
     .await;
 }
@@ -637,7 +747,7 @@ async fn reference_kamailio_baresip_over_tcp_calls_auto_answering_baresip_over_u
 #[ignore = "reference run: needs kamailio"]
 async fn reference_kamailio_linphonec_calls_baresip_over_tcp() {
     bounded(LIMIT, async {
-        three_calls(Proxy::kamailio().await, (L, UDP), (B, TCP)).await;
+        four_calls(Proxy::kamailio().await, (L, UDP), (B, TCP)).await;
     })
     .await;
 }
@@ -646,7 +756,7 @@ async fn reference_kamailio_linphonec_calls_baresip_over_tcp() {
 #[ignore = "reference run: needs kamailio"]
 async fn reference_kamailio_pjsua2_over_tcp_calls_baresip() {
     bounded(LIMIT, async {
-        three_calls(Proxy::kamailio().await, (P, TCP), (B, UDP)).await;
+        four_calls(Proxy::kamailio().await, (P, TCP), (B, UDP)).await;
     })
     .await;
 }
@@ -655,7 +765,7 @@ async fn reference_kamailio_pjsua2_over_tcp_calls_baresip() {
 #[ignore = "reference run: needs kamailio"]
 async fn reference_kamailio_baresip_calls_linphonec_over_tcp() {
     bounded(LIMIT, async {
-        three_calls(Proxy::kamailio().await, (B, UDP), (L, TCP)).await;
+        four_calls(Proxy::kamailio().await, (B, UDP), (L, TCP)).await;
     })
     .await;
 }
@@ -664,7 +774,7 @@ async fn reference_kamailio_baresip_calls_linphonec_over_tcp() {
 #[ignore = "reference run: needs kamailio"]
 async fn reference_kamailio_baresip_over_tcp_calls_pjsua2() {
     bounded(LIMIT, async {
-        three_calls(Proxy::kamailio().await, (B, TCP), (P, UDP)).await;
+        four_calls(Proxy::kamailio().await, (B, TCP), (P, UDP)).await;
     })
     .await;
 }
