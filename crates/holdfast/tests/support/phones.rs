@@ -186,12 +186,6 @@ impl PhoneBuilder {
         self
     }
 
-    /// The AoR's host (default `127.0.0.1`).
-    pub(crate) fn domain(mut self, domain: &str) -> PhoneBuilder {
-        self.domain = domain.to_string();
-        self
-    }
-
     /// Starts the client and waits until it is registered. Ports that another
     /// process took between choosing and binding are chosen again.
     pub(crate) async fn start(self) -> Phone {
@@ -362,7 +356,7 @@ fn write_tone(path: &Path, secs: u32) {
 
 /// The interpreter of the pjsua2 virtual environment: `HOLDFAST_PJSUA2_PYTHON`, else
 /// `pjsua2-venv/bin/python` in the target directory (where scripts/test makes it).
-pub(crate) fn pjsua_python() -> PathBuf {
+fn pjsua_python() -> PathBuf {
     if let Some(p) = std::env::var_os("HOLDFAST_PJSUA2_PYTHON") {
         return PathBuf::from(p);
     }
@@ -413,26 +407,6 @@ impl Phone {
         Phone::builder(PhoneKind::Baresip, user, password, proxy, t)
     }
 
-    /// A linphonec phone.
-    pub(crate) fn linphone(
-        user: &str,
-        password: &str,
-        proxy: SocketAddr,
-        t: Transport,
-    ) -> PhoneBuilder {
-        Phone::builder(PhoneKind::Linphone, user, password, proxy, t)
-    }
-
-    /// A pjsua2 phone.
-    pub(crate) fn pjsua(
-        user: &str,
-        password: &str,
-        proxy: SocketAddr,
-        t: Transport,
-    ) -> PhoneBuilder {
-        Phone::builder(PhoneKind::Pjsua, user, password, proxy, t)
-    }
-
     /// A phone of `kind`.
     pub(crate) fn of(
         kind: PhoneKind,
@@ -448,10 +422,6 @@ impl Phone {
         self.kind
     }
 
-    pub(crate) fn user(&self) -> &str {
-        &self.user
-    }
-
     /// `user@domain`.
     pub(crate) fn aor(&self) -> String {
         format!("{}@{}", self.user, self.domain)
@@ -464,11 +434,6 @@ impl Phone {
     /// The SIP port the client listens on (its UDP source port).
     pub(crate) fn sip_port(&self) -> u16 {
         self.sip_port
-    }
-
-    /// The first of its RTP ports.
-    pub(crate) fn rtp_port(&self) -> u16 {
-        self.rtp_port
     }
 
     fn new_phone(
@@ -962,37 +927,6 @@ impl Phone {
             ));
         }
         out
-    }
-
-    /// The full text of the client's logs (linphonec's and pjsua2's contain every SIP
-    /// message they sent and received).
-    pub(crate) fn logs(&self) -> String {
-        self.logs
-            .iter()
-            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// The client's working directory.
-    pub(crate) fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Ends the client: un-REGISTERs where the client does it on its way out, then
-    /// kills it after `grace`.
-    pub(crate) async fn stop(mut self, grace: Duration) {
-        match self.kind {
-            PhoneKind::Baresip => {
-                if let Some(pid) = self.child.id() {
-                    let _ = std::process::Command::new("kill")
-                        .args(["-TERM", &pid.to_string()])
-                        .status();
-                }
-            }
-            PhoneKind::Linphone | PhoneKind::Pjsua => self.send_line("quit").await,
-        }
-        let _ = tokio::time::timeout(grace, self.child.wait()).await;
     }
 }
 
