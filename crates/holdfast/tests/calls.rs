@@ -21,7 +21,8 @@
 //! - sipp: `scenarios/call_uac.xml` calls the callee of `scenarios/call_uas_register.xml`
 //!   plus `scenarios/call_uas.xml` (which registers first, and answers over the same
 //!   socket or connection) with proxy authentication over UDP and over TCP; every call
-//!   succeeds, reaches the callee, and leaves an answered record.
+//!   succeeds, reaches the callee, and leaves an answered record. One more run lasts
+//!   longer than the core's caches keep a user (8 s).
 //!
 //! The same scenarios run against the reference Kamailio (tests/phones/kamailio.cfg)
 //! with `cargo test --release --test calls -- --ignored`: that is how each phone driver
@@ -1034,6 +1035,52 @@ async fn sipp_over_udp_and_tcp(proxy: Proxy) {
 async fn sipp_calls_with_proxy_authentication_over_udp_and_tcp() {
     bounded(LIMIT, async {
         sipp_over_udp_and_tcp(Proxy::holdfast("call-sipp").await).await;
+    })
+    .await;
+}
+
+/// 80 calls at 10 a second over UDP: 8 s, longer than the 5 s the core's caches keep a
+/// user's credentials and existence. Every call must succeed and leave its record.
+async fn sipp_calls_for_eight_seconds(proxy: Proxy) {
+    const CALLS: u32 = 80;
+    const HOLD_MS: u32 = 100;
+    sipp_calls(&proxy, UDP, "uas-udp", CALLS, 10, HOLD_MS).await;
+    if let Some(core) = proxy.core() {
+        sipp_records(core, "uas-udp", UDP, CALLS as usize, i64::from(HOLD_MS)).await;
+    }
+    proxy.assert_alive();
+}
+
+/// Pins a bug: an authenticated INVITE that admission cannot decide from its caches
+/// alone is answered 403 Forbidden, because its credentials are verified twice.
+///
+/// `decide` (crates/holdfast/src/proxy.rs) first verifies the caller's
+/// Proxy-Authorization (`Registrar::authorize_cached`, which records the nonce-count),
+/// then looks the callee up in the caches; when that misses (the callee's entry is
+/// older than `CREDENTIAL_TTL`, 5 s, while the caller's is fresh), `admit` warms the
+/// caches off the core task and runs `decide` again, which verifies the same nonce
+/// and nonce-count a second time: a replay, so 403 (counted as an auth failure toward
+/// a ban). Trace, call 50 of the run (caller2, at 10 calls/s, about 5 s in):
+/// `INVITE sip:uas-udp@127.0.0.1` CSeq 1 -> `407` (nonce 000000006b06df8c…68ff) ->
+/// ACK -> `INVITE` CSeq 2 with `Proxy-Authorization: Digest username="caller2",
+/// realm="127.0.0.1", nc=00000001, qop=auth, uri="sip:127.0.0.1:46407",
+/// nonce="000000006b06df8c…68ff", algorithm=MD5` -> `403 Forbidden` (1 ms later, then
+/// retransmitted). The phone tests hit it too, now and then, on the call made about 5 s
+/// after the phones registered. Fix: verify once per request (decide the lookups
+/// first, or keep the verdict with the pending request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_calls_outlasting_the_credential_cache_all_succeed() {
+    bounded(LIMIT, async {
+        sipp_calls_for_eight_seconds(Proxy::holdfast("call-sipp-8s").await).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "reference run: needs kamailio"]
+async fn reference_kamailio_sipp_calls_for_eight_seconds() {
+    bounded(LIMIT, async {
+        sipp_calls_for_eight_seconds(Proxy::kamailio().await).await;
     })
     .await;
 }
