@@ -640,23 +640,10 @@ async fn baresip_over_tcp_calls_auto_answering_baresip_over_udp() {
     .await;
 }
 
-/// Pins a bug: a request that came over UDP without Content-Length is forwarded over
-/// TCP without one, so the callee cannot frame it.
-///
-/// linphonec's ACK for the 200 carries no Content-Length (optional over UDP, RFC 3261
-/// §20.14). holdfast forwards it statelessly to baresip's TCP flow as it came, with
-/// no Content-Length: `ACK sip:bob-0x…@127.0.0.1:36462;transport=tcp`, Via TCP
-/// 127.0.0.1:44487, Via UDP 127.0.0.1:45719, From/To/CSeq 20 ACK, Max-Forwards 69,
-/// Proxy-Authorization, User-Agent, blank line. baresip never reads the ACK, so it
-/// retransmits its 200 (over a new connection) until it gives up, and the call
-/// drops. Through Kamailio (which adds the header) the same call works. The stateful
-/// forwards do the same: a BYE sent over UDP without Content-Length (sipp, the
-/// scenario's BYE without the header) reaches a TCP callee as `BYE sip:…;transport=TCP`,
-/// two Vias, From, To, Call-ID, `CSeq: 3 BYE`, Contact, `Max-Forwards: 69`, blank line.
-/// Over a stream transport Content-Length MUST be present (RFC 3261 §18.3, §20.14):
-/// `crate::proxy::forward_stateless` (crates/holdfast/src/proxy.rs) and the stateful
-/// forward must add `Content-Length: <body length>` when the next hop is TCP, TLS or WS
-/// and the message has none.
+/// linphonec's ACK for the 200 (and its other requests without a body) carries no
+/// Content-Length, which UDP allows (RFC 3261 §20.14); forwarded to baresip's TCP flow
+/// it must get one, or baresip cannot frame it and the call drops after its 200
+/// retransmissions (found by this test; Kamailio adds the header).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linphonec_calls_baresip_over_tcp() {
     bounded(LIMIT, async {
@@ -1051,23 +1038,11 @@ async fn sipp_calls_for_eight_seconds(proxy: Proxy) {
     proxy.assert_alive();
 }
 
-/// Pins a bug: an authenticated INVITE that admission cannot decide from its caches
-/// alone is answered 403 Forbidden, because its credentials are verified twice.
-///
-/// `decide` (crates/holdfast/src/proxy.rs) first verifies the caller's
-/// Proxy-Authorization (`Registrar::authorize_cached`, which records the nonce-count),
-/// then looks the callee up in the caches; when that misses (the callee's entry is
-/// older than `CREDENTIAL_TTL`, 5 s, while the caller's is fresh), `admit` warms the
-/// caches off the core task and runs `decide` again, which verifies the same nonce
-/// and nonce-count a second time: a replay, so 403 (counted as an auth failure toward
-/// a ban). Trace, call 50 of the run (caller2, at 10 calls/s, about 5 s in):
-/// `INVITE sip:uas-udp@127.0.0.1` CSeq 1 -> `407` (nonce 000000006b06df8c…68ff) ->
-/// ACK -> `INVITE` CSeq 2 with `Proxy-Authorization: Digest username="caller2",
-/// realm="127.0.0.1", nc=00000001, qop=auth, uri="sip:127.0.0.1:46407",
-/// nonce="000000006b06df8c…68ff", algorithm=MD5` -> `403 Forbidden` (1 ms later, then
-/// retransmitted). The phone tests hit it too, now and then, on the call made about 5 s
-/// after the phones registered. Fix: verify once per request (decide the lookups
-/// first, or keep the verdict with the pending request).
+/// Admission must verify an INVITE's credentials once, even when it has to fetch the
+/// callee from the store first: found by this test, call 50 of the run (about 5 s in,
+/// when the callee's cache entry had expired but the caller's had not) got 403
+/// Forbidden to its first use of a fresh nonce, its nonce-count having been recorded by
+/// a first verification before the lookup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_calls_outlasting_the_credential_cache_all_succeed() {
     bounded(LIMIT, async {
