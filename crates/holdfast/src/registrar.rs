@@ -50,6 +50,9 @@ struct Job {
 
 const CREDENTIAL_TTL: Duration = Duration::from_secs(5);
 
+/// How long a fetched cache entry is still good for at the least.
+pub const WARM_MARGIN: Duration = Duration::from_secs(1);
+
 /// (username, domain) → when looked up, and the HA1 values (None: no such user).
 type CredentialCache = HashMap<(String, String), (Instant, Option<Ha1>)>;
 
@@ -520,7 +523,9 @@ impl Registrar {
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
         {
-            if now.saturating_duration_since(*at) < CREDENTIAL_TTL {
+            // An entry near its end is read again, so that what this fetched is still
+            // fresh when the caller goes on to decide from the cache.
+            if now.saturating_duration_since(*at) < CREDENTIAL_TTL.saturating_sub(WARM_MARGIN) {
                 return v.clone();
             }
         }
