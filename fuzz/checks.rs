@@ -11,13 +11,46 @@
 use bytes::Bytes;
 use holdfast_sip::auth::{AuthenticationInfo, Challenge, Credentials};
 use holdfast_sip::{
-    parse_datagram, response_to_unparsable, validate, Framed, FramingError, Limits, Message,
-    ParseError, StreamFramer, Uri, ValidationPolicy, Via,
+    parse_datagram, response_to_unparsable, validate, Framed, FramingError, Header, HeaderName,
+    Limits, Malformed, Message, ParseError, StreamFramer, Uri, ValidationPolicy, Value, Via,
 };
+
+/// The headers holdfast gives a typed value.
+fn is_typed(name: HeaderName) -> bool {
+    matches!(
+        name,
+        HeaderName::Via
+            | HeaderName::From
+            | HeaderName::To
+            | HeaderName::Contact
+            | HeaderName::Route
+            | HeaderName::RecordRoute
+            | HeaderName::Path
+            | HeaderName::CallId
+            | HeaderName::CSeq
+            | HeaderName::ContentLength
+            | HeaderName::MaxForwards
+            | HeaderName::Expires
+            | HeaderName::MinExpires
+            | HeaderName::FlowTimer
+            | HeaderName::ContentType
+            | HeaderName::Supported
+            | HeaderName::Require
+            | HeaderName::ProxyRequire
+            | HeaderName::Unsupported
+            | HeaderName::Authorization
+            | HeaderName::ProxyAuthorization
+            | HeaderName::WwwAuthenticate
+            | HeaderName::ProxyAuthenticate
+            | HeaderName::AuthenticationInfo
+    )
+}
 
 /// `datagram`: the parser is total; a message that parses passes through the validator
 /// and serializes back into exactly the message it was (RFC 3261 §7, §18.3); one that
-/// does not gets a well-formed answer from [`response_to_unparsable`] or none.
+/// does not gets a well-formed answer from [`response_to_unparsable`] or none. Every
+/// header the parser checked has its typed value (built on first use by the code that
+/// checked it), and the re-parsed message has the same typed values.
 pub(crate) fn datagram(data: &[u8]) {
     let m = match parse_datagram(Bytes::copy_from_slice(data), &Limits::default()) {
         Ok(m) => m,
@@ -26,6 +59,13 @@ pub(crate) fn datagram(data: &[u8]) {
             return;
         }
     };
+    for h in m.headers() {
+        assert!(
+            !is_typed(h.name()) || !matches!(h.value(), Value::Raw),
+            "a checked {:?} header has no typed value",
+            h.name()
+        );
+    }
     let _ = validate(&m, &ValidationPolicy::PROXY);
     let _ = validate(&m, &ValidationPolicy::UAS);
     let out = m.to_bytes();
@@ -39,6 +79,9 @@ pub(crate) fn datagram(data: &[u8]) {
         Ok(again) => {
             assert_eq!(again, m, "parse(to_bytes(m)) != m");
             assert_eq!(again.to_bytes(), out, "serialization is not a fixed point");
+            for (a, b) in again.headers().iter().zip(m.headers()) {
+                assert_eq!(a.value(), b.value(), "a typed value changed on re-parsing");
+            }
         }
         Err(e) => panic!("to_bytes() of a parsed message does not parse: {e:?}"),
     }
@@ -158,7 +201,9 @@ pub(crate) fn stream(data: &[u8]) {
 /// `uri`: a URI that parses is equivalent to itself and parses again from its own bytes
 /// into an equal value (RFC 3261 §19.1.4).
 pub(crate) fn uri(data: &[u8]) {
-    let Ok(u) = Uri::parse(Bytes::copy_from_slice(data)) else {
+    let parsed = Uri::parse(Bytes::copy_from_slice(data));
+    request_uri_agrees(data, &parsed);
+    let Ok(u) = parsed else {
         return;
     };
     assert!(u.equivalent(&u), "a URI is not equivalent to itself");
@@ -171,6 +216,27 @@ pub(crate) fn uri(data: &[u8]) {
         Err(e) => panic!("as_bytes() of a parsed URI does not parse: {e:?}"),
     }
     let _ = u.to_string();
+}
+
+/// A request whose Request-URI is `data` parses exactly when `Uri::parse` accepts it,
+/// and fails with its error otherwise (the parser checks the Request-URI with the same
+/// grammar before it builds it). Only for bytes that cannot change how the request
+/// line splits.
+fn request_uri_agrees(data: &[u8], parsed: &Result<Uri, holdfast_sip::UriError>) {
+    if data.len() > 4096 || data.iter().any(|&b| matches!(b, b' ' | b'\r' | b'\n')) {
+        return;
+    }
+    let mut request = b"OPTIONS ".to_vec();
+    request.extend_from_slice(data);
+    request.extend_from_slice(b" SIP/2.0\r\n\r\n");
+    let result = parse_datagram(Bytes::from(request), &Limits::default());
+    match (parsed, result) {
+        (Ok(u), Ok(m)) => assert_eq!(m.request_uri(), Some(u), "the Request-URI differs"),
+        (Err(e), Err(ParseError::Malformed(Malformed::RequestUri(r)))) => {
+            assert_eq!(*e, r, "the Request-URI error differs")
+        }
+        (p, r) => panic!("Uri::parse gave {p:?} but the request gave {r:?}"),
+    }
 }
 
 /// What a field must read back as once written: the writer drops CR and LF (RFC 3261
@@ -193,6 +259,23 @@ fn read(v: &Option<Bytes>) -> Option<Vec<u8>> {
 /// fields, and writing that again gives the same bytes (RFC 3261 §25.1, RFC 7616).
 pub(crate) fn digest(data: &[u8]) {
     let value = Bytes::copy_from_slice(data);
+
+    // The parser checks these header values without building them; its verdict must
+    // be the typed parser's.
+    for (name, parses) in [
+        ("Authorization", Credentials::parse(&value).is_ok()),
+        ("WWW-Authenticate", Challenge::parse(&value).is_ok()),
+        (
+            "Authentication-Info",
+            AuthenticationInfo::parse(&value).is_ok(),
+        ),
+    ] {
+        assert_eq!(
+            Header::new(name, data).is_ok(),
+            parses,
+            "the {name} check and its parser disagree"
+        );
+    }
 
     if let Ok(Credentials::Digest(c)) = Credentials::parse(&value) {
         let out = c.to_header_value();
@@ -357,4 +440,14 @@ pub(crate) fn roundtrip(data: &[u8]) {
     );
     assert_eq!(again.start_line(), m.start_line());
     assert_eq!(again.body(), m.body());
+    // A field an edit built holds the typed value its bytes parse to (header equality
+    // relies on it).
+    assert_eq!(again.headers().len(), m.headers().len());
+    for (a, b) in again.headers().iter().zip(m.headers()) {
+        assert_eq!(
+            a.value(),
+            b.value(),
+            "an edited field's typed value is not its bytes'"
+        );
+    }
 }

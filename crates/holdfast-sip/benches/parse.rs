@@ -9,10 +9,11 @@
 //!   URI and tag, To's URI, CSeq number and method, and Call-ID, each through the
 //!   library's typed API.
 //!
-//! The three libraries differ in when they parse headers. holdfast parses the core
-//! headers eagerly, so its "raw parse" already includes the typed values. rsipstack keeps
-//! every header as an owned `String` and parses on `.typed()`; sipx keeps raw slices and
-//! parses on `headers.typed::<H>()`. Only the second group compares like with like.
+//! The three libraries differ in when they parse headers. holdfast checks every core
+//! header's value while it parses (a malformed one fails the parse) and builds the
+//! typed value on first access. rsipstack keeps every header as an owned `String` and
+//! parses on `.typed()`; sipx keeps raw slices and parses on `headers.typed::<H>()`.
+//! Only the second group compares like with like.
 //!
 //! After criterion has run, `main` reads criterion's estimates back from
 //! `<criterion home>/<group>/<function>/new/estimates.json` and prints a table of

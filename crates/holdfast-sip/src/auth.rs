@@ -42,7 +42,9 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use crate::grammar::{is_lws, is_token, is_token_str, unquote, Param, Scanner};
+use crate::grammar::{
+    is_lws, is_name, is_token, is_token_str, slice, unquote, Param, Scanner, Span,
+};
 
 /// Most parameters one digest header may carry; more is [`AuthError::TooMany`].
 pub const MAX_PARAMS: usize = 64;
@@ -282,11 +284,35 @@ impl Credentials {
     pub fn parse(value: &Bytes) -> Result<Credentials, AuthError> {
         let mut s = Scanner::new(value);
         let scheme = scheme(&mut s)?;
-        if is_digest(&scheme) {
-            DigestCredentials::from_params(param_list(&mut s)?).map(Credentials::Digest)
+        if is_digest(s.bytes(scheme)) {
+            DigestCredentials::from_params(param_list(value, &mut s)?).map(Credentials::Digest)
         } else {
-            Ok(Credentials::Other(other(scheme, &s)))
+            Ok(Credentials::Other(other(value, scheme, &s)))
         }
+    }
+
+    /// True when [`Credentials::parse`] accepts `value`; allocates nothing.
+    pub(crate) fn check(value: &[u8]) -> bool {
+        let mut s = Scanner::new(value);
+        let Ok(scheme) = scheme(&mut s) else {
+            return false;
+        };
+        if !is_digest(s.bytes(scheme)) {
+            return true;
+        }
+        let (mut username, mut username_star) = (false, false);
+        let listed = scan_param_list(&mut s, |s, known, _, value| {
+            match known {
+                Some(Known::Nc) => {
+                    parse_nc(&unquote(s.bytes(value)))?;
+                }
+                Some(Known::Username) => username = true,
+                Some(Known::UsernameStar) => username_star = true,
+                _ => {}
+            }
+            Ok(())
+        });
+        listed.is_ok() && !(username && username_star)
     }
 }
 
@@ -361,11 +387,29 @@ impl Challenge {
     pub fn parse(value: &Bytes) -> Result<Challenge, AuthError> {
         let mut s = Scanner::new(value);
         let scheme = scheme(&mut s)?;
-        if is_digest(&scheme) {
-            DigestChallenge::from_params(param_list(&mut s)?).map(Challenge::Digest)
+        if is_digest(s.bytes(scheme)) {
+            DigestChallenge::from_params(param_list(value, &mut s)?).map(Challenge::Digest)
         } else {
-            Ok(Challenge::Other(other(scheme, &s)))
+            Ok(Challenge::Other(other(value, scheme, &s)))
         }
+    }
+
+    /// True when [`Challenge::parse`] accepts `value`; allocates nothing.
+    pub(crate) fn check(value: &[u8]) -> bool {
+        let mut s = Scanner::new(value);
+        let Ok(scheme) = scheme(&mut s) else {
+            return false;
+        };
+        if !is_digest(s.bytes(scheme)) {
+            return true;
+        }
+        scan_param_list(&mut s, |s, known, _, value| {
+            if known == Some(Known::Qop) {
+                scan_qop_options(&unquote(s.bytes(value)), |_| ())?;
+            }
+            Ok(())
+        })
+        .is_ok()
     }
 }
 
@@ -434,7 +478,7 @@ impl AuthenticationInfo {
     /// Parses an Authentication-Info header value.
     pub fn parse(value: &Bytes) -> Result<AuthenticationInfo, AuthError> {
         let mut s = Scanner::new(value);
-        let params = param_list(&mut s)?;
+        let params = param_list(value, &mut s)?;
         let mut a = AuthenticationInfo::default();
         for p in &params {
             let v = value_of(p);
@@ -453,6 +497,18 @@ impl AuthenticationInfo {
         }
         a.params = params;
         Ok(a)
+    }
+
+    /// True when [`AuthenticationInfo::parse`] accepts `value`; allocates nothing.
+    pub(crate) fn check(value: &[u8]) -> bool {
+        let mut s = Scanner::new(value);
+        scan_param_list(&mut s, |s, known, _, value| {
+            if known == Some(Known::Nc) {
+                parse_nc(&unquote(s.bytes(value)))?;
+            }
+            Ok(())
+        })
+        .is_ok()
     }
 
     /// Writes the header value: `nextnonce="…", qop=…, rspauth="…", cnonce="…", nc=…`,
@@ -488,7 +544,7 @@ fn algorithm_kind(algorithm: Option<&[u8]>) -> Algorithm {
 
 /// `auth-scheme` and the LWS after it. A scheme alone (nothing after it) is allowed
 /// here; the Digest parameter list then reports [`AuthError::Empty`].
-fn scheme(s: &mut Scanner<'_>) -> Result<Bytes, AuthError> {
+fn scheme(s: &mut Scanner<'_>) -> Result<Span, AuthError> {
     s.skip_lws();
     let scheme = s.token().ok_or(AuthError::Scheme)?;
     if !s.skip_lws() && !s.at_end() {
@@ -498,7 +554,7 @@ fn scheme(s: &mut Scanner<'_>) -> Result<Bytes, AuthError> {
 }
 
 /// A scheme other than Digest, with the rest of the value kept as written.
-fn other(scheme: Bytes, s: &Scanner<'_>) -> OtherAuth {
+fn other(src: &Bytes, scheme: Span, s: &Scanner<'_>) -> OtherAuth {
     let start = s.pos();
     let len = s
         .rest()
@@ -506,46 +562,183 @@ fn other(scheme: Bytes, s: &Scanner<'_>) -> OtherAuth {
         .rposition(|&b| !is_lws(b))
         .map_or(0, |p| p.saturating_add(1));
     OtherAuth {
-        scheme,
-        params: s.slice((start, start.saturating_add(len))),
+        scheme: slice(src, scheme),
+        params: slice(src, (start, start.saturating_add(len))),
+    }
+}
+
+/// The parameter names the digest headers give a meaning to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    Username,
+    UsernameStar,
+    Realm,
+    Nonce,
+    Uri,
+    Response,
+    Algorithm,
+    Cnonce,
+    Opaque,
+    Qop,
+    Nc,
+    Userhash,
+    Domain,
+    Stale,
+    Nextnonce,
+    Rspauth,
+    Charset,
+}
+
+/// The known names by length (lower case).
+fn known_of_len(len: usize) -> &'static [(&'static str, Known)] {
+    match len {
+        2 => &[("nc", Known::Nc)],
+        3 => &[("uri", Known::Uri), ("qop", Known::Qop)],
+        5 => &[
+            ("realm", Known::Realm),
+            ("nonce", Known::Nonce),
+            ("stale", Known::Stale),
+        ],
+        6 => &[
+            ("cnonce", Known::Cnonce),
+            ("opaque", Known::Opaque),
+            ("domain", Known::Domain),
+        ],
+        7 => &[("rspauth", Known::Rspauth), ("charset", Known::Charset)],
+        8 => &[
+            ("username", Known::Username),
+            ("response", Known::Response),
+            ("userhash", Known::Userhash),
+        ],
+        9 => &[
+            ("username*", Known::UsernameStar),
+            ("algorithm", Known::Algorithm),
+            ("nextnonce", Known::Nextnonce),
+        ],
+        _ => &[],
+    }
+}
+
+impl Known {
+    /// The known parameter `name` stands for (names are case-insensitive).
+    fn of(name: &[u8]) -> Option<Known> {
+        known_of_len(name.len())
+            .iter()
+            .find(|(k, _)| is_name(name, k.as_bytes()))
+            .map(|&(_, known)| known)
+    }
+
+    fn bit(self) -> u32 {
+        1u32.wrapping_shl(self as u32)
+    }
+}
+
+/// The names of the parameters read so far, to refuse a second one with the same name:
+/// a bit per known name, and the spans of the others (four inline; a header with more,
+/// up to [`MAX_PARAMS`], spills into a vector).
+struct SeenNames {
+    count: usize,
+    known: u32,
+    inline: [Span; 4],
+    others: usize,
+    more: Vec<Span>,
+}
+
+impl SeenNames {
+    #[inline(always)]
+    fn new() -> SeenNames {
+        SeenNames {
+            count: 0,
+            known: 0,
+            inline: [(0, 0); 4],
+            others: 0,
+            more: Vec::new(),
+        }
+    }
+
+    /// Records `name`; false when it was already seen.
+    #[inline(always)]
+    fn insert(&mut self, s: &Scanner<'_>, name: Span, known: Option<Known>) -> bool {
+        self.count = self.count.saturating_add(1);
+        match known {
+            Some(k) => {
+                let seen = self.known & k.bit() != 0;
+                self.known |= k.bit();
+                !seen
+            }
+            None => self.insert_other(s, name),
+        }
+    }
+
+    fn insert_other(&mut self, s: &Scanner<'_>, name: Span) -> bool {
+        let bytes = s.bytes(name);
+        let same = |&n: &Span| s.bytes(n).eq_ignore_ascii_case(bytes);
+        let inline = self.inline.get(..self.others).unwrap_or_default();
+        if inline.iter().any(same) || self.more.iter().any(same) {
+            return false;
+        }
+        match self.inline.get_mut(self.others) {
+            Some(slot) => {
+                *slot = name;
+                self.others = self.others.saturating_add(1);
+            }
+            None => self.more.push(name),
+        }
+        true
     }
 }
 
 /// `auth-param *(COMMA auth-param)` to the end of the value, where
 /// `auth-param = token EQUAL ( token / quoted-string )`. Names are unique
-/// (case-insensitively) and at most [`MAX_PARAMS`].
-fn param_list(s: &mut Scanner<'_>) -> Result<Vec<Param>, AuthError> {
+/// (case-insensitively) and at most [`MAX_PARAMS`]; each name (and the known name it
+/// is, if any) and value is handed to `f`, which may refuse it.
+#[inline(always)]
+fn scan_param_list(
+    s: &mut Scanner<'_>,
+    mut f: impl FnMut(&Scanner<'_>, Option<Known>, Span, Span) -> Result<(), AuthError>,
+) -> Result<(), AuthError> {
     s.skip_lws();
     if s.at_end() {
         return Err(AuthError::Empty);
     }
-    let mut params: Vec<Param> = Vec::new();
+    let mut seen = SeenNames::new();
     loop {
         let name = s.token().ok_or(AuthError::Param)?;
         if !s.eat_sep(b'=') {
             return Err(AuthError::Param);
         }
         let value = if s.peek() == Some(b'"') {
-            s.quoted_string().ok_or(AuthError::Quoting)?
+            s.quoted_string_inline().ok_or(AuthError::Quoting)?
         } else {
             s.token().ok_or(AuthError::Param)?
         };
-        if params.len() >= MAX_PARAMS {
+        if seen.count >= MAX_PARAMS {
             return Err(AuthError::TooMany);
         }
-        if params.iter().any(|p| p.name.eq_ignore_ascii_case(&name)) {
+        let known = Known::of(s.bytes(name));
+        if !seen.insert(s, name, known) {
             return Err(AuthError::Duplicate);
         }
-        params.push(Param {
-            name,
-            value: Some(value),
-        });
+        f(s, known, name, value)?;
         match s.list_sep() {
             Some(true) => {}
-            Some(false) => return Ok(params),
+            Some(false) => return Ok(()),
             None => return Err(AuthError::Param),
         }
     }
+}
+
+/// The parameter list of [`scan_param_list`], as `Param`s sharing `src`'s buffer.
+fn param_list(src: &Bytes, s: &mut Scanner<'_>) -> Result<Vec<Param>, AuthError> {
+    let mut params = Vec::new();
+    scan_param_list(s, |_, _, name, value| {
+        params.push(Param {
+            name: slice(src, name),
+            value: Some(slice(src, value)),
+        });
+        Ok(())
+    })?;
+    Ok(params)
 }
 
 /// A parameter's value without its quotes: a slice of the input unless the quoted
@@ -558,19 +751,25 @@ fn value_of(p: &Param) -> Bytes {
         Cow::Owned(o) => Bytes::from(o),
         // `unquote` hands back either `v` itself or `v` less its first and last byte.
         Cow::Borrowed(inner) if inner.len() == v.len() => v.clone(),
-        Cow::Borrowed(_) => Scanner::new(v).slice((1, v.len().saturating_sub(1))),
+        Cow::Borrowed(_) => slice(v, (1, v.len().saturating_sub(1))),
     }
 }
 
 /// `nc-value = 8LHEX`. Upper-case hex digits are accepted too.
 fn parse_nc(v: &[u8]) -> Result<u32, AuthError> {
-    if v.len() != 8 || !v.iter().all(u8::is_ascii_hexdigit) {
+    if v.len() != 8 {
         return Err(AuthError::Nc);
     }
-    std::str::from_utf8(v)
-        .ok()
-        .and_then(|s| u32::from_str_radix(s, 16).ok())
-        .ok_or(AuthError::Nc)
+    // Eight hex digits fit in 32 bits, so the shifts below lose nothing.
+    v.iter().try_fold(0u32, |n, &d| {
+        let digit = match d {
+            b'0'..=b'9' => d.wrapping_sub(b'0'),
+            b'a'..=b'f' => d.wrapping_sub(b'a').wrapping_add(10),
+            b'A'..=b'F' => d.wrapping_sub(b'A').wrapping_add(10),
+            _ => return Err(AuthError::Nc),
+        };
+        Ok(n.wrapping_shl(4) | u32::from(digit))
+    })
 }
 
 /// The options of a challenge's `qop="auth, auth-int"`: tokens separated by commas and
@@ -578,25 +777,33 @@ fn parse_nc(v: &[u8]) -> Result<u32, AuthError> {
 /// is required (RFC 3261 §25.1 `qop-options`; an empty list found by the `digest` fuzz
 /// target would otherwise vanish when the challenge is written back).
 fn qop_options(v: &Bytes) -> Result<Vec<Bytes>, AuthError> {
-    let mut s = Scanner::new(v);
     let mut out = Vec::new();
+    scan_qop_options(v, |option| out.push(slice(v, option)))?;
+    Ok(out)
+}
+
+/// The grammar of [`qop_options`], handing each option to `f`.
+fn scan_qop_options(v: &[u8], mut f: impl FnMut(Span)) -> Result<(), AuthError> {
+    let mut s = Scanner::new(v);
+    let mut count = 0usize;
     loop {
         s.skip_lws();
         if s.at_end() {
-            return if out.is_empty() {
+            return if count == 0 {
                 Err(AuthError::Qop)
             } else {
-                Ok(out)
+                Ok(())
             };
         }
         if s.eat(b',') {
             continue;
         }
         let option = s.token().ok_or(AuthError::Qop)?;
-        if out.len() >= MAX_QOP_OPTIONS {
+        if count >= MAX_QOP_OPTIONS {
             return Err(AuthError::TooMany);
         }
-        out.push(option);
+        count = count.saturating_add(1);
+        f(option);
         s.skip_lws();
         if !s.at_end() && !s.eat(b',') {
             return Err(AuthError::Qop);

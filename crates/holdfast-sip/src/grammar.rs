@@ -45,7 +45,14 @@ const fn value_char(b: u8) -> bool {
     token_char(b) || matches!(b, b':' | b'[' | b']')
 }
 
+/// Bytes a quoted string holds as they are: anything but the quote, the backslash and
+/// line breaks.
+const fn qdtext_plain(b: u8) -> bool {
+    !matches!(b, b'"' | b'\\' | b'\r' | b'\n')
+}
+
 static TOKEN: [bool; 256] = byte_table!(token_char);
+static QDTEXT: [bool; 256] = byte_table!(qdtext_plain);
 static VALUE: [bool; 256] = byte_table!(value_char);
 
 /// `token` characters (RFC 3261 §25.1).
@@ -64,6 +71,16 @@ pub(crate) fn is_value_char(b: u8) -> bool {
 /// Linear white space once folds are known to be well formed.
 pub(crate) const fn is_lws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// True when `s` equals `lower`, a lower-case ASCII name, ignoring ASCII case: the
+/// fast form of `eq_ignore_ascii_case` for comparing peer bytes with a known name.
+#[inline(always)]
+pub(crate) fn is_name(s: &[u8], lower: &[u8]) -> bool {
+    s.len() == lower.len()
+        && s.iter()
+            .zip(lower)
+            .all(|(&b, &c)| b == c || (c.is_ascii_lowercase() && b | 0x20 == c))
 }
 
 /// True when every byte is a token character and there is at least one.
@@ -110,6 +127,39 @@ pub(crate) fn folds_only(s: &[u8]) -> bool {
     true
 }
 
+/// Where the run of bytes a quoted string holds as they are (see [`QDTEXT`]) that
+/// starts at `pos` ends. Eight bytes at a time while they last: a byte equal to one of
+/// the four stops is found with the zero-byte test of `x ^ stop`, whose lowest flagged
+/// byte is exact.
+#[inline]
+fn qdtext_end(src: &[u8], mut pos: usize) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let has = |x: u64, b: u8| {
+        let y = x ^ LO.wrapping_mul(u64::from(b));
+        y.wrapping_sub(LO) & !y & HI
+    };
+    while let Some(chunk) = src
+        .get(pos..pos.saturating_add(8))
+        .and_then(|c| <[u8; 8]>::try_from(c).ok())
+    {
+        let x = u64::from_le_bytes(chunk);
+        let stops = has(x, b'"') | has(x, b'\\') | has(x, b'\r') | has(x, b'\n');
+        if stops != 0 {
+            // trailing_zeros of a non-zero u64 is at most 63, so this is at most 7.
+            return pos.wrapping_add((stops.trailing_zeros() / 8) as usize);
+        }
+        pos = pos.wrapping_add(8);
+    }
+    while let Some(&b) = src.get(pos) {
+        if !in_table(&QDTEXT, b) {
+            break;
+        }
+        pos = pos.wrapping_add(1);
+    }
+    pos
+}
+
 /// Strips leading and trailing LWS.
 pub(crate) fn trim_lws(s: &[u8]) -> &[u8] {
     let start = s.iter().position(|&b| !is_lws(b)).unwrap_or(s.len());
@@ -120,59 +170,100 @@ pub(crate) fn trim_lws(s: &[u8]) -> &[u8] {
     s.get(start..end).unwrap_or_default()
 }
 
-/// A cursor over a header value. Positions are byte offsets into `src`; slices come out
-/// as `Bytes` that share `src`'s buffer.
-#[derive(Debug, Clone)]
-pub(crate) struct Scanner<'a> {
-    src: &'a Bytes,
-    pos: usize,
-    end: usize,
+/// A byte range `(start, end)` of the value a [`Scanner`] reads.
+pub(crate) type Span = (usize, usize);
+
+/// A `generic-param` found by a [`Scanner`]: where its name and value are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ParamSpan {
+    pub(crate) name: Span,
+    pub(crate) value: Option<Span>,
 }
 
+impl ParamSpan {
+    /// The parameter as slices of `src`, the buffer the scanner read.
+    pub(crate) fn to_param(self, src: &Bytes) -> Param {
+        Param {
+            name: slice(src, self.name),
+            value: self.value.map(|v| slice(src, v)),
+        }
+    }
+}
+
+/// `src[start..end]` as a `Bytes` sharing `src`'s buffer (empty if out of range).
+#[inline]
+pub(crate) fn slice(src: &Bytes, (start, end): Span) -> Bytes {
+    if start < end && end <= src.len() {
+        src.slice(start..end)
+    } else {
+        Bytes::new()
+    }
+}
+
+/// A cursor over a header value. It only reads: positions are byte offsets into
+/// `src`, and what it finds comes out as [`Span`]s, so checking a value allocates
+/// nothing and building a typed value slices the `Bytes` the value came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Scanner<'a> {
+    src: &'a [u8],
+    pos: usize,
+}
+
+// Positions only move forward over bytes that exist (`pos < src.len()` before every
+// step), so `pos + 1` cannot overflow: the steps use `wrapping_add`, which keeps the
+// hot loops free of overflow branches.
 impl<'a> Scanner<'a> {
-    pub(crate) fn new(src: &'a Bytes) -> Self {
+    #[inline]
+    pub(crate) fn new(src: &'a [u8]) -> Self {
+        Scanner { src, pos: 0 }
+    }
+
+    /// A scanner positioned at `pos`.
+    #[inline]
+    pub(crate) fn at(src: &'a [u8], pos: usize) -> Self {
         Scanner {
             src,
-            pos: 0,
-            end: src.len(),
+            pos: pos.min(src.len()),
         }
     }
 
+    #[inline(always)]
     pub(crate) fn pos(&self) -> usize {
         self.pos
     }
 
-    pub(crate) fn set_pos(&mut self, pos: usize) {
-        self.pos = pos.min(self.end);
-    }
-
-    pub(crate) fn at_end(&self) -> bool {
-        self.pos >= self.end
-    }
-
     #[inline]
+    pub(crate) fn set_pos(&mut self, pos: usize) {
+        self.pos = pos.min(self.src.len());
+    }
+
+    #[inline(always)]
+    pub(crate) fn at_end(&self) -> bool {
+        self.pos >= self.src.len()
+    }
+
+    #[inline(always)]
     pub(crate) fn peek(&self) -> Option<u8> {
-        if self.pos < self.end {
-            self.src.get(self.pos).copied()
-        } else {
-            None
-        }
+        self.src.get(self.pos).copied()
     }
 
+    #[inline(always)]
     pub(crate) fn rest(&self) -> &'a [u8] {
-        self.src.get(self.pos..self.end).unwrap_or_default()
+        self.src.get(self.pos..).unwrap_or_default()
     }
 
+    #[inline(always)]
     pub(crate) fn bump(&mut self) {
-        if self.pos < self.end {
-            self.pos = self.pos.saturating_add(1);
+        if self.pos < self.src.len() {
+            self.pos = self.pos.wrapping_add(1);
         }
     }
 
     /// Consumes `b` if it is next.
+    #[inline(always)]
     pub(crate) fn eat(&mut self, b: u8) -> bool {
         if self.peek() == Some(b) {
-            self.bump();
+            self.pos = self.pos.wrapping_add(1);
             true
         } else {
             false
@@ -180,14 +271,22 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skips LWS, returning whether any was skipped.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn skip_lws(&mut self) -> bool {
-        let n = self.rest().iter().take_while(|&&b| is_lws(b)).count();
-        self.pos = self.pos.saturating_add(n);
-        n != 0
+        let start = self.pos;
+        let mut pos = start;
+        while let Some(&b) = self.src.get(pos) {
+            if !is_lws(b) {
+                break;
+            }
+            pos = pos.wrapping_add(1);
+        }
+        self.pos = pos;
+        pos != start
     }
 
     /// `SWS c SWS`: consumes separator `c` with optional LWS around it.
+    #[inline(always)]
     pub(crate) fn eat_sep(&mut self, c: u8) -> bool {
         let save = self.pos;
         self.skip_lws();
@@ -201,97 +300,116 @@ impl<'a> Scanner<'a> {
     }
 
     /// Consumes a run of bytes matching `pred`; returns its range (possibly empty).
-    #[inline]
-    pub(crate) fn take_while(&mut self, pred: impl Fn(u8) -> bool) -> (usize, usize) {
+    #[inline(always)]
+    pub(crate) fn take_while(&mut self, pred: impl Fn(u8) -> bool) -> Span {
+        // A local position, so that the loop keeps it in a register.
         let start = self.pos;
-        let n = self.rest().iter().take_while(|&&b| pred(b)).count();
-        self.pos = start.saturating_add(n);
-        (start, self.pos)
-    }
-
-    pub(crate) fn slice(&self, (start, end): (usize, usize)) -> Bytes {
-        if start <= end && end <= self.src.len() {
-            self.src.slice(start..end)
-        } else {
-            Bytes::new()
+        let mut pos = start;
+        while let Some(&b) = self.src.get(pos) {
+            if !pred(b) {
+                break;
+            }
+            pos = pos.wrapping_add(1);
         }
+        self.pos = pos;
+        (start, pos)
     }
 
-    pub(crate) fn bytes(&self, (start, end): (usize, usize)) -> &'a [u8] {
+    #[inline(always)]
+    pub(crate) fn bytes(&self, (start, end): Span) -> &'a [u8] {
         self.src.get(start..end).unwrap_or_default()
     }
 
     /// A non-empty token.
-    pub(crate) fn token(&mut self) -> Option<Bytes> {
+    #[inline(always)]
+    pub(crate) fn token(&mut self) -> Option<Span> {
         let r = self.take_while(is_token);
-        (r.0 != r.1).then(|| self.slice(r))
+        (r.0 != r.1).then_some(r)
     }
 
-    /// A quoted string (RFC 3261 §25.1 `quoted-string`), returned with its quotes and
-    /// escapes as written. Fails on an unterminated string or a bare CR/LF that is not a
-    /// fold.
-    pub(crate) fn quoted_string(&mut self) -> Option<Bytes> {
+    /// A quoted string (RFC 3261 §25.1 `quoted-string`), with its quotes and escapes as
+    /// written. Fails on an unterminated string or a bare CR/LF that is not a fold.
+    pub(crate) fn quoted_string(&mut self) -> Option<Span> {
+        self.quoted_string_inline()
+    }
+
+    /// [`Scanner::quoted_string`], inlined into a caller that reads many of them.
+    #[inline(always)]
+    pub(crate) fn quoted_string_inline(&mut self) -> Option<Span> {
         let start = self.pos;
         if !self.eat(b'"') {
             return None;
         }
+        let mut folds = false;
         loop {
-            let Some(i) = memchr::memchr2(b'"', b'\\', self.rest()) else {
-                self.pos = start;
-                return None;
-            };
-            self.pos = self.pos.saturating_add(i);
-            if self.eat(b'"') {
-                let text = self.bytes((start, self.pos));
-                if !folds_only(text) {
-                    self.pos = start;
-                    return None;
-                }
-                return Some(self.slice((start, self.pos)));
-            }
-            self.bump();
-            // quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
+            self.pos = qdtext_end(self.src, self.pos);
             match self.peek() {
-                Some(c) if c <= 0x7f && c != b'\r' && c != b'\n' => self.bump(),
-                _ => {
-                    self.pos = start;
-                    return None;
+                Some(b'"') => {
+                    self.bump();
+                    if folds && !folds_only(self.bytes((start, self.pos))) {
+                        break;
+                    }
+                    return Some((start, self.pos));
                 }
+                // quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
+                Some(b'\\') => {
+                    self.bump();
+                    match self.peek() {
+                        Some(c) if c <= 0x7f && c != b'\r' && c != b'\n' => self.bump(),
+                        _ => break,
+                    }
+                }
+                Some(_) => {
+                    // CR or LF: allowed only as part of a fold, checked at the end.
+                    folds = true;
+                    self.bump();
+                }
+                None => break,
             }
         }
+        self.pos = start;
+        None
     }
 
     /// A `gen-value`: token, host or quoted string.
-    pub(crate) fn gen_value(&mut self) -> Option<Bytes> {
+    #[inline]
+    pub(crate) fn gen_value(&mut self) -> Option<Span> {
         if self.peek() == Some(b'"') {
             return self.quoted_string();
         }
         let r = self.take_while(is_value_char);
-        (r.0 != r.1).then(|| self.slice(r))
+        (r.0 != r.1).then_some(r)
     }
 
-    /// Parses `*( SEMI generic-param )` into `params`. Stops before anything that is
-    /// not a `;` (with optional LWS before it).
-    pub(crate) fn params(&mut self, params: &mut Vec<Param>) -> Option<()> {
+    /// Reads `*( SEMI generic-param )`, handing each to `f` (which may refuse it).
+    /// Stops before anything that is not a `;` (with optional LWS before it).
+    #[inline]
+    pub(crate) fn params(
+        &mut self,
+        mut f: impl FnMut(&Self, ParamSpan) -> Option<()>,
+    ) -> Option<()> {
         while self.eat_sep(b';') {
-            params.push(self.param()?);
+            let p = self.param()?;
+            f(self, p)?;
         }
         Some(())
     }
 
     /// `generic-param = token [ EQUAL gen-value ]`
-    pub(crate) fn param(&mut self) -> Option<Param> {
+    #[inline]
+    pub(crate) fn param(&mut self) -> Option<ParamSpan> {
         let name = self.token()?;
         let value = if self.eat_sep(b'=') {
             Some(self.gen_value()?)
         } else {
             None
         };
-        Some(Param { name, value })
+        Some(ParamSpan { name, value })
     }
 
     /// Ends a list element: LWS then `,` (more follow) or the end of the value.
     /// Returns `Some(true)` when another element follows, `Some(false)` at the end.
+    #[inline]
     pub(crate) fn list_sep(&mut self) -> Option<bool> {
         self.skip_lws();
         if self.at_end() {
@@ -304,6 +422,18 @@ impl<'a> Scanner<'a> {
         }
         None
     }
+}
+
+/// Collects the `*( SEMI generic-param )` that start at `pos` in `src` into `Param`s;
+/// `src` must be the buffer they were checked in, so this cannot fail.
+pub(crate) fn collect_params(src: &Bytes, pos: usize) -> Vec<Param> {
+    let mut out = Vec::new();
+    let mut s = Scanner::at(src, pos);
+    let _ = s.params(|_, p| {
+        out.push(p.to_param(src));
+        Some(())
+    });
+    out
 }
 
 /// A `generic-param`, as written (names keep their case; values keep quotes).
@@ -364,10 +494,10 @@ mod tests {
     #[test]
     fn quoted_strings() {
         let b = Bytes::from_static(b"\"J Rosenberg \\\\\\\"\" rest");
-        let mut s = Scanner::new(&b);
-        let q = s.quoted_string().unwrap();
-        assert_eq!(&q[..], b"\"J Rosenberg \\\\\\\"\"");
-        assert_eq!(&unquote(&q)[..], b"J Rosenberg \\\"");
+        let s = Scanner::new(&b);
+        let q = s.bytes(s.clone().quoted_string().unwrap());
+        assert_eq!(q, b"\"J Rosenberg \\\\\\\"\"");
+        assert_eq!(&unquote(q)[..], b"J Rosenberg \\\"");
         let b = Bytes::from_static(b"\"unterminated");
         assert!(Scanner::new(&b).quoted_string().is_none());
     }
@@ -375,9 +505,9 @@ mod tests {
     #[test]
     fn params_with_lws() {
         let b = Bytes::from_static(b" ;   tag    = 1918181833n ; lr");
+        let ps = collect_params(&b, 0);
         let mut s = Scanner::new(&b);
-        let mut ps = Vec::new();
-        s.params(&mut ps).unwrap();
+        s.params(|_, _| Some(())).unwrap();
         assert!(s.at_end());
         assert_eq!(&ps[0].name[..], b"tag");
         assert_eq!(ps[0].value.as_deref(), Some(&b"1918181833n"[..]));

@@ -1,11 +1,18 @@
 //! Header fields: names (with compact forms), the raw field as it arrived, and the typed
 //! value of the headers holdfast interprets (RFC 3261 §7.3, §20).
+//!
+//! Every value of a header holdfast interprets is checked against its grammar when the
+//! field is read, without allocating: a field that parses has a typed value. The typed
+//! value is built from the field's bytes the first time [`Header::value`] is asked, by
+//! the same code that checked it, and kept.
+
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 
 use crate::auth::{AuthenticationInfo, Challenge, Credentials};
 use crate::error::Malformed;
-use crate::grammar::{self, Param, Scanner};
+use crate::grammar::{self, slice, Param, Scanner, Span};
 use crate::name_addr::{ContactList, NameAddr};
 use crate::via::Via;
 
@@ -26,15 +33,31 @@ macro_rules! header_names {
 
         impl HeaderName {
             /// Recognizes a name as written on the wire.
+            #[inline]
             pub fn from_bytes(name: &[u8]) -> HeaderName {
+                let Some(&first) = name.first() else {
+                    return HeaderName::Other;
+                };
+                let first = first.to_ascii_lowercase();
                 if name.len() == 1 {
-                    let c = name.first().map_or(0, u8::to_ascii_lowercase);
-                    $( $( if c == $compact { return HeaderName::$variant; } )? )*
+                    $( $( if first == $compact { return HeaderName::$variant; } )? )*
                     return HeaderName::Other;
                 }
-                $( if name.len() == $canon.len() && name.eq_ignore_ascii_case($canon.as_bytes()) {
-                    return HeaderName::$variant;
-                } )*
+                let last = name.last().copied().unwrap_or(first);
+                let slot = NAME_SLOTS.get(name_hash(name.len(), first, last)).copied().unwrap_or(0);
+                let Some((canon, known)) = usize::from(slot).checked_sub(1).and_then(|i| NAMES.get(i)) else {
+                    return HeaderName::Other;
+                };
+                // Names nearly always arrive in their canonical case: compare bytes, and
+                // fold case only where they differ.
+                let canon = canon.as_bytes();
+                if canon.len() == name.len()
+                    && canon.iter().zip(name).all(|(&c, &n)| {
+                        c == n || (c.is_ascii_alphabetic() && c ^ 0x20 == n)
+                    })
+                {
+                    return *known;
+                }
                 HeaderName::Other
             }
 
@@ -46,8 +69,43 @@ macro_rules! header_names {
                 }
             }
         }
+
+        /// Every known name in its canonical long form.
+        const NAMES: &[(&str, HeaderName)] = &[ $( ($canon, HeaderName::$variant), )* ];
     };
 }
+
+/// Where a name of length `len`, first byte `first` and last byte `last` sits in
+/// [`NAME_SLOTS`]: a hash that gives every known name its own slot (the table below
+/// fails to compile if two collide), so recognizing a name is one comparison.
+const fn name_hash(len: usize, first: u8, last: u8) -> usize {
+    let first = (first | 0x20) as usize;
+    let last = (last | 0x20) as usize;
+    len.wrapping_add(first.wrapping_mul(13))
+        .wrapping_add(last << 2)
+        & 127
+}
+
+/// For each hash slot, the index (plus one; zero is empty) into [`NAMES`] of the known
+/// name that hashes there.
+static NAME_SLOTS: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut i = 0usize;
+    // Const evaluation over a fixed list; a collision fails the build.
+    #[allow(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation
+    )]
+    while i < NAMES.len() {
+        let name = NAMES[i].0.as_bytes();
+        let h = name_hash(name.len(), name[0], name[name.len() - 1]);
+        assert!(t[h] == 0, "two header names share a hash slot");
+        t[h] = (i + 1) as u8;
+        i += 1;
+    }
+    t
+};
 
 header_names! {
     Via => "Via", b'v';
@@ -125,7 +183,7 @@ pub enum Value {
 
 /// One header field as it arrived: its exact bytes (continuation lines and line end
 /// included), its name and value as slices of them, and the typed value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Header {
     pub(crate) name: HeaderName,
     pub(crate) line: Bytes,
@@ -134,7 +192,44 @@ pub struct Header {
     /// `line[value_start..value_end]` is the value, trimmed.
     pub(crate) value_start: u32,
     pub(crate) value_end: u32,
-    pub(crate) value: Value,
+    /// The typed value, built on first use (boxed, so that a field the parser moves
+    /// around stays small). Always what the value's bytes parse to, so equality
+    /// ignores it.
+    pub(crate) value: OnceLock<Box<Value>>,
+}
+
+impl PartialEq for Header {
+    fn eq(&self, other: &Header) -> bool {
+        self.name == other.name
+            && self.line == other.line
+            && self.name_end == other.name_end
+            && self.value_start == other.value_start
+            && self.value_end == other.value_end
+    }
+}
+
+impl Eq for Header {}
+
+impl std::fmt::Debug for Header {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Header")
+            .field("name", &self.name)
+            .field("line", &self.line)
+            .field("name_end", &self.name_end)
+            .field("value_start", &self.value_start)
+            .field("value_end", &self.value_end)
+            .field("value", self.value())
+            .finish()
+    }
+}
+
+/// What the parser needs to know of a value it checked.
+#[derive(Debug, Default)]
+pub(crate) struct Checked {
+    /// How many Via values a Via field holds.
+    pub(crate) vias: usize,
+    /// The value of a Content-Length field.
+    pub(crate) content_length: Option<u64>,
 }
 
 impl Header {
@@ -164,26 +259,38 @@ impl Header {
         if !grammar::is_token_str(raw_name) {
             return Err(Malformed::HeaderLine);
         }
+        let name = HeaderName::from_bytes(raw_name);
+        Header::checked(line, name, name_end, value_start, value_end).map(|(h, _)| h)
+    }
+
+    /// Checks the value of a field whose name is known to be a token and recognized as
+    /// `name`; returns the field and what the parser needs to know of its value.
+    pub(crate) fn checked(
+        line: Bytes,
+        name: HeaderName,
+        name_end: usize,
+        value_start: usize,
+        value_end: usize,
+    ) -> Result<(Header, Checked), Malformed> {
         let (value_start, value_end) = if value_start <= value_end && value_end <= line.len() {
             (value_start, value_end)
         } else {
             (name_end, name_end)
         };
-        let name = HeaderName::from_bytes(raw_name);
-        let value = match name {
-            HeaderName::Other => Value::Raw,
-            _ => parse_value(name, &line.slice(value_start..value_end))
-                .ok_or(Malformed::Header(name.as_str()))?,
-        };
+        let value = line.get(value_start..value_end).unwrap_or_default();
+        let checked = check_value(name, value).ok_or(Malformed::Header(name.as_str()))?;
         let offset = |n: usize| u32::try_from(n).map_err(|_| Malformed::HeaderLine);
-        Ok(Header {
-            name,
-            name_end: offset(name_end)?,
-            value_start: offset(value_start)?,
-            value_end: offset(value_end)?,
-            line,
-            value,
-        })
+        Ok((
+            Header {
+                name,
+                name_end: offset(name_end)?,
+                value_start: offset(value_start)?,
+                value_end: offset(value_end)?,
+                line,
+                value: OnceLock::new(),
+            },
+            checked,
+        ))
     }
 
     /// The recognized name.
@@ -209,9 +316,24 @@ impl Header {
         &self.line
     }
 
-    /// The typed value.
+    /// The typed value (built from the field's bytes the first time it is asked).
     pub fn value(&self) -> &Value {
-        &self.value
+        self.value.get_or_init(|| {
+            let v = slice(
+                &self.line,
+                (self.value_start as usize, self.value_end as usize),
+            );
+            // The value was checked when the field was read, by the grammar that builds
+            // it here, so this gives the typed value; Raw only stands in for the
+            // impossible.
+            Box::new(build_value(self.name, &v).unwrap_or(Value::Raw))
+        })
+    }
+
+    /// The typed value, for an edit that changes it.
+    pub(crate) fn value_mut(&mut self) -> Option<&mut Value> {
+        self.value();
+        self.value.get_mut().map(|v| &mut **v)
     }
 
     /// True when the name matches `name` (case-insensitive, compact forms included for
@@ -224,7 +346,43 @@ impl Header {
     }
 }
 
-fn parse_value(name: HeaderName, v: &Bytes) -> Option<Value> {
+/// Checks `v` as the value of a `name` field, allocating nothing.
+pub(crate) fn check_value(name: HeaderName, v: &[u8]) -> Option<Checked> {
+    let mut checked = Checked::default();
+    let valid = match name {
+        HeaderName::Via => {
+            checked.vias = crate::via::check_list(v)?;
+            true
+        }
+        HeaderName::From | HeaderName::To => crate::name_addr::check_single(v),
+        HeaderName::Contact => crate::name_addr::check_contacts(v),
+        HeaderName::Route | HeaderName::RecordRoute | HeaderName::Path => {
+            crate::name_addr::check_route_list(v)
+        }
+        HeaderName::CallId => is_call_id(v),
+        HeaderName::CSeq => CSeq::scan(v).is_some(),
+        HeaderName::ContentLength => {
+            checked.content_length = Some(grammar::parse_u64(v)?);
+            true
+        }
+        HeaderName::ContentType => MediaType::scan(v).is_some(),
+        HeaderName::Supported
+        | HeaderName::Require
+        | HeaderName::ProxyRequire
+        | HeaderName::Unsupported => scan_tags(v, |_| ()).is_some(),
+        HeaderName::Authorization | HeaderName::ProxyAuthorization => Credentials::check(v),
+        HeaderName::WwwAuthenticate | HeaderName::ProxyAuthenticate => Challenge::check(v),
+        HeaderName::AuthenticationInfo => AuthenticationInfo::check(v),
+        // Max-Forwards, Expires, Min-Expires and Flow-Timer take any value: one that is
+        // not a number in range is kept as BadNumber (treated as absent). The other
+        // names are not interpreted.
+        _ => true,
+    };
+    valid.then_some(checked)
+}
+
+/// The typed value of a `name` field whose value is `v`.
+fn build_value(name: HeaderName, v: &Bytes) -> Option<Value> {
     Some(match name {
         HeaderName::Via => Value::Via(crate::via::parse_list(v)?),
         HeaderName::From | HeaderName::To => Value::NameAddr(Box::new(NameAddr::parse_single(v)?)),
@@ -232,7 +390,7 @@ fn parse_value(name: HeaderName, v: &Bytes) -> Option<Value> {
         HeaderName::Route | HeaderName::RecordRoute | HeaderName::Path => {
             Value::Routes(NameAddr::parse_list(v)?)
         }
-        HeaderName::CallId => Value::CallId(parse_call_id(v)?),
+        HeaderName::CallId => Value::CallId(is_call_id(v).then(|| v.clone())?),
         HeaderName::CSeq => Value::CSeq(CSeq::parse(v)?),
         HeaderName::ContentLength => Value::ContentLength(grammar::parse_u64(v)?),
         HeaderName::MaxForwards => number(v, 255),
@@ -241,7 +399,11 @@ fn parse_value(name: HeaderName, v: &Bytes) -> Option<Value> {
         HeaderName::Supported
         | HeaderName::Require
         | HeaderName::ProxyRequire
-        | HeaderName::Unsupported => Value::Tags(parse_tags(v)?),
+        | HeaderName::Unsupported => {
+            let mut tags = Vec::new();
+            scan_tags(v, |t| tags.push(slice(v, t)))?;
+            Value::Tags(tags)
+        }
         HeaderName::Authorization | HeaderName::ProxyAuthorization => {
             Value::Credentials(Box::new(Credentials::parse(v).ok()?))
         }
@@ -265,23 +427,22 @@ fn number(v: &[u8], max: u32) -> Value {
 }
 
 /// `callid = word [ "@" word ]`: any visible characters, no white space.
-fn parse_call_id(v: &Bytes) -> Option<Bytes> {
-    let ok = !v.is_empty() && v.iter().all(|&b| b > b' ' && b < 0x7f);
-    ok.then(|| v.clone())
+fn is_call_id(v: &[u8]) -> bool {
+    !v.is_empty() && v.iter().all(|&b| b > b' ' && b < 0x7f)
 }
 
-fn parse_tags(v: &Bytes) -> Option<Vec<Bytes>> {
-    let mut tags = Vec::new();
+/// Option tags, handed to `f`.
+fn scan_tags(v: &[u8], mut f: impl FnMut(Span)) -> Option<()> {
     let mut s = Scanner::new(v);
     s.skip_lws();
     if s.at_end() {
         // An empty Supported is legal (RFC 3261 §20.37).
-        return Some(tags);
+        return Some(());
     }
     loop {
-        tags.push(s.token()?);
+        f(s.token()?);
         if !s.list_sep()? {
-            return Some(tags);
+            return Some(());
         }
     }
 }
@@ -324,10 +485,16 @@ pub enum Method {
 impl Method {
     /// Parses a method token; `None` if it is not a token.
     pub fn parse(token: &Bytes) -> Option<Method> {
+        Method::from_span(token, (0, token.len()))
+    }
+
+    /// The method token `src[span]`; an extension method keeps a slice of `src`.
+    pub(crate) fn from_span(src: &Bytes, span: Span) -> Option<Method> {
+        let token = src.get(span.0..span.1).unwrap_or_default();
         if !grammar::is_token_str(token) {
             return None;
         }
-        Some(match token.as_ref() {
+        Some(match token {
             b"INVITE" => Method::Invite,
             b"ACK" => Method::Ack,
             b"BYE" => Method::Bye,
@@ -342,7 +509,7 @@ impl Method {
             b"REFER" => Method::Refer,
             b"MESSAGE" => Method::Message,
             b"PUBLISH" => Method::Publish,
-            _ => Method::Other(token.clone()),
+            _ => Method::Other(slice(src, span)),
         })
     }
 
@@ -390,15 +557,24 @@ pub struct CSeq {
 
 impl CSeq {
     fn parse(v: &Bytes) -> Option<CSeq> {
+        let (seq, method) = CSeq::scan(v)?;
+        Some(CSeq {
+            seq,
+            method: Method::from_span(v, method)?,
+        })
+    }
+
+    /// Checks `v`: the number and where the method is.
+    fn scan(v: &[u8]) -> Option<(u32, Span)> {
         let mut s = Scanner::new(v);
         let digits = s.take_while(|b| b.is_ascii_digit());
         let seq = grammar::parse_u32(s.bytes(digits))?;
         if !s.skip_lws() {
             return None;
         }
-        let method = Method::parse(&s.token()?)?;
+        let method = s.token()?;
         s.skip_lws();
-        s.at_end().then_some(CSeq { seq, method })
+        s.at_end().then_some((seq, method))
     }
 }
 
@@ -414,20 +590,26 @@ pub struct MediaType {
 }
 
 impl MediaType {
-    fn parse(v: &Bytes) -> Option<MediaType> {
+    /// Checks `v`: the spans of the type and subtype, and where the parameters start.
+    fn scan(v: &[u8]) -> Option<(Span, Span, usize)> {
         let mut s = Scanner::new(v);
         let kind = s.token()?;
         if !s.eat_sep(b'/') {
             return None;
         }
         let subtype = s.token()?;
-        let mut params = Vec::new();
-        s.params(&mut params)?;
+        let params = s.pos();
+        s.params(|_, _| Some(()))?;
         s.skip_lws();
-        s.at_end().then_some(MediaType {
-            kind,
-            subtype,
-            params,
+        s.at_end().then_some((kind, subtype, params))
+    }
+
+    fn parse(v: &Bytes) -> Option<MediaType> {
+        let (kind, subtype, params) = MediaType::scan(v)?;
+        Some(MediaType {
+            kind: slice(v, kind),
+            subtype: slice(v, subtype),
+            params: grammar::collect_params(v, params),
         })
     }
 
@@ -452,6 +634,24 @@ mod tests {
         assert_eq!(HeaderName::from_bytes(b"l"), HeaderName::ContentLength);
         assert_eq!(HeaderName::from_bytes(b"X-Foo"), HeaderName::Other);
         assert_eq!(HeaderName::from_bytes(b"q"), HeaderName::Other);
+        for &(canon, known) in NAMES {
+            assert_eq!(HeaderName::from_bytes(canon.as_bytes()), known, "{canon}");
+            let upper = canon.to_ascii_uppercase();
+            let lower = canon.to_ascii_lowercase();
+            assert_eq!(HeaderName::from_bytes(upper.as_bytes()), known, "{upper}");
+            assert_eq!(HeaderName::from_bytes(lower.as_bytes()), known, "{lower}");
+            assert_eq!(known.as_str(), canon);
+            // One byte changed is another name.
+            let mut other = canon.as_bytes().to_vec();
+            other[canon.len() / 2] ^= 0x01;
+            assert_eq!(
+                HeaderName::from_bytes(&other),
+                HeaderName::Other,
+                "{other:?}"
+            );
+        }
+        assert_eq!(HeaderName::from_bytes(b"Call\rID"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b""), HeaderName::Other);
     }
 
     #[test]

@@ -6,9 +6,12 @@
 //! - [`parse_datagram`] parses one UDP datagram; [`StreamFramer`] cuts a TCP, TLS or
 //!   WebSocket byte stream into messages with the same rules (RFC 3261 §7, §18.3, §25;
 //!   RFC 5626 §4.4.1 keepalives).
-//! - The message keeps every header as a zero-copy slice of the input, in order, and
-//!   parses the core headers eagerly into typed values ([`Via`], [`NameAddr`],
-//!   [`CSeq`], [`Contact`], the digest headers of [`auth`], …).
+//! - The message keeps every header as a zero-copy slice of the input, in order. The
+//!   value of every core header is checked against its grammar while the message is
+//!   parsed, without allocating, so a message that parses has a typed value for each
+//!   ([`Via`], [`NameAddr`], [`CSeq`], [`Contact`], the digest headers of [`auth`], …);
+//!   the typed value is built from the header's bytes the first time it is asked for,
+//!   by the same scanner that checked it, and kept.
 //! - [`Message::to_bytes`] gives back the input byte for byte when nothing was changed;
 //!   the proxy edits (push / pop Via, pop Route, add Record-Route, replace the
 //!   Request-URI, decrement Max-Forwards, add a header) touch only what they change.

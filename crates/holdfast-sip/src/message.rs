@@ -150,7 +150,7 @@ impl Message {
     }
 
     fn values(&self, name: HeaderName) -> impl Iterator<Item = &Value> + '_ {
-        self.headers_named(name).map(|h| &h.value)
+        self.headers_named(name).map(Header::value)
     }
 
     /// Every Via value, top first, across all Via fields.
@@ -410,7 +410,7 @@ impl Message {
     ) -> Option<T> {
         let idx = self.first_index(name)?;
         let header = self.headers.get_mut(idx)?;
-        let list = list_of(&mut header.value)?;
+        let list = list_of(header.value_mut()?)?;
         if list.is_empty() {
             return None;
         }
@@ -425,7 +425,7 @@ impl Message {
                 }
                 value.extend_from_slice(item.value_bytes());
             }
-            let rebuilt = Header::typed_raw(header.raw_name(), &value, header.value.clone());
+            let rebuilt = Header::typed_raw(header.raw_name(), &value, header.value().clone());
             *header = rebuilt;
         }
         self.edited();
@@ -630,7 +630,7 @@ impl Header {
             name_end: offset(name_end),
             value_start: offset(value_start),
             value_end: offset(value_end),
-            value: typed,
+            value: std::sync::OnceLock::from(Box::new(typed)),
         }
     }
 }

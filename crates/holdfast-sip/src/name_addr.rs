@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 
-use crate::grammar::{self, Param, Scanner};
-use crate::uri::Uri;
+use crate::grammar::{self, slice, Param, ParamSpan, Scanner, Span};
+use crate::uri::{scan_uri, scan_uri_prefix, Uri, UriShape};
 
 /// `( name-addr / addr-spec ) *( SEMI param )`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -39,34 +39,92 @@ impl NameAddr {
 
     /// Parses a value that must hold exactly one name-addr (From, To).
     pub(crate) fn parse_single(v: &Bytes) -> Option<NameAddr> {
-        let mut s = Scanner::new(v);
-        s.skip_lws();
-        let na = parse_at(&mut s)?;
-        s.skip_lws();
-        s.at_end().then_some(na)
+        scan_single(v).map(|shape| shape.build(v))
     }
 
     /// Parses a comma-separated list (Route, Record-Route, Path), where every element
     /// must be in `<>` form (RFC 3261 §20.30: `route-param = name-addr *( SEMI rr-param )`).
     pub(crate) fn parse_list(v: &Bytes) -> Option<Vec<NameAddr>> {
         let mut out = Vec::with_capacity(1);
-        let mut s = Scanner::new(v);
-        s.skip_lws();
-        loop {
-            let na = parse_at(&mut s)?;
-            if !na.angle {
-                return None;
-            }
-            out.push(na);
-            if !s.list_sep()? {
-                return Some(out);
-            }
+        scan_route_list(v, |shape| out.push(shape.build(v)))?;
+        Some(out)
+    }
+}
+
+/// True when `v` holds exactly one name-addr (From, To); allocates nothing.
+pub(crate) fn check_single(v: &[u8]) -> bool {
+    scan_single(v).is_some()
+}
+
+/// Checks a value that must hold exactly one name-addr (From, To).
+#[inline(always)]
+fn scan_single(v: &[u8]) -> Option<NameAddrShape> {
+    let mut s = Scanner::new(v);
+    s.skip_lws();
+    let shape = scan_at(&mut s, |_, _| Some(()))?;
+    s.skip_lws();
+    s.at_end().then_some(shape)
+}
+
+/// True when `v` is a Route, Record-Route or Path list; allocates nothing.
+pub(crate) fn check_route_list(v: &[u8]) -> bool {
+    scan_route_list(v, |_| ()).is_some()
+}
+
+/// True when `v` is a Contact value; allocates nothing.
+pub(crate) fn check_contacts(v: &[u8]) -> bool {
+    scan_contacts(v, |_| ()).is_some()
+}
+
+/// Checks a Route, Record-Route or Path list, handing each element to `f`.
+#[inline(always)]
+fn scan_route_list(v: &[u8], mut f: impl FnMut(NameAddrShape)) -> Option<()> {
+    let mut s = Scanner::new(v);
+    s.skip_lws();
+    loop {
+        let shape = scan_at(&mut s, |_, _| Some(()))?;
+        if !shape.angle {
+            return None;
+        }
+        f(shape);
+        if !s.list_sep()? {
+            return Some(());
         }
     }
 }
 
-/// Parses one name-addr or addr-spec with its parameters, starting at `s`.
-fn parse_at(s: &mut Scanner<'_>) -> Option<NameAddr> {
+/// Where the parts of one name-addr or addr-spec are, once [`scan_at`] has checked it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NameAddrShape {
+    start: usize,
+    end: usize,
+    display: Option<Span>,
+    uri: Span,
+    uri_shape: UriShape,
+    angle: bool,
+    /// Where the parameters start (before the first `;`).
+    params: usize,
+}
+
+impl NameAddrShape {
+    pub(crate) fn build(&self, src: &Bytes) -> NameAddr {
+        NameAddr {
+            raw: slice(src, (self.start, self.end)),
+            display: self.display.map(|d| slice(src, d)),
+            uri: self.uri_shape.build(slice(src, self.uri)),
+            angle: self.angle,
+            params: grammar::collect_params(src, self.params),
+        }
+    }
+}
+
+/// Checks one name-addr or addr-spec with its parameters, starting at `s`, handing each
+/// parameter to `param` (which may refuse it).
+#[inline(always)]
+fn scan_at(
+    s: &mut Scanner<'_>,
+    param: impl FnMut(&Scanner<'_>, ParamSpan) -> Option<()>,
+) -> Option<NameAddrShape> {
     let start = s.pos();
     let (display, angle_follows) = match s.peek()? {
         b'"' => {
@@ -85,40 +143,44 @@ fn parse_at(s: &mut Scanner<'_>) -> Option<NameAddr> {
                 s.skip_lws();
             }
             if s.peek() == Some(b'<') && end > save {
-                (Some(s.slice((save, end))), true)
+                (Some((save, end)), true)
             } else {
                 s.set_pos(save);
                 (None, false)
             }
         }
     };
-    let (uri, angle) = if angle_follows {
+    let (uri, uri_shape) = if angle_follows {
         if !s.eat(b'<') {
             return None;
         }
-        // No LWS inside the brackets (RFC 4475 §3.1.2.14): the URI runs to '>'.
-        let r = s.take_while(|b| b != b'>');
+        // No LWS inside the brackets (RFC 4475 §3.1.2.14): the URI runs to '>', and
+        // holds only URI characters.
+        let start = s.pos();
+        let (len, shape) = scan_uri_prefix(s.rest()).ok()?;
+        s.set_pos(start.saturating_add(len));
         if !s.eat(b'>') {
             return None;
         }
-        (Uri::parse(s.slice(r)).ok()?, true)
+        ((start, start.saturating_add(len)), shape)
     } else {
         // addr-spec: the URI ends at the first ';', ',' or white space, and may not hold
         // '?' (RFC 3261 §20: such a URI must be in angle brackets).
         let r = s.take_while(|b| !matches!(b, b';' | b',') && !grammar::is_lws(b));
-        let bytes = s.bytes(r);
-        if bytes.contains(&b'?') {
+        if s.bytes(r).contains(&b'?') {
             return None;
         }
-        (Uri::parse(s.slice(r)).ok()?, false)
+        (r, scan_uri(s.bytes(r)).ok()?)
     };
-    let mut params = Vec::new();
-    s.params(&mut params)?;
-    Some(NameAddr {
-        raw: s.slice((start, s.pos())),
+    let params = s.pos();
+    s.params(param)?;
+    Some(NameAddrShape {
+        start,
+        end: s.pos(),
         display,
         uri,
-        angle,
+        uri_shape,
+        angle: angle_follows,
         params,
     })
 }
@@ -185,6 +247,34 @@ fn parse_qvalue(v: &[u8]) -> Option<u16> {
     }
 }
 
+/// Checks a Contact value, handing each contact to `f`; `Some(true)` for `*`.
+#[inline(always)]
+fn scan_contacts(v: &[u8], mut f: impl FnMut(NameAddrShape)) -> Option<bool> {
+    if grammar::trim_lws(v) == b"*" {
+        return Some(true);
+    }
+    let mut s = Scanner::new(v);
+    s.skip_lws();
+    loop {
+        // Typed contact-params must be valid when present: `q`, read from its first
+        // occurrence as [`Contact::q`] reads it.
+        let mut q: Option<bool> = None;
+        let shape = scan_at(&mut s, |s, p| {
+            if q.is_none() && s.bytes(p.name).eq_ignore_ascii_case(b"q") {
+                q = Some(p.value.and_then(|v| parse_qvalue(s.bytes(v))).is_some());
+            }
+            Some(())
+        })?;
+        if q == Some(false) {
+            return None;
+        }
+        f(shape);
+        if !s.list_sep()? {
+            return Some(false);
+        }
+    }
+}
+
 /// The value of a Contact header: `*` or a list of contacts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ContactList {
@@ -196,24 +286,17 @@ pub enum ContactList {
 
 impl ContactList {
     pub(crate) fn parse(v: &Bytes) -> Option<ContactList> {
-        if grammar::trim_lws(v) == b"*" {
-            return Some(ContactList::Star);
-        }
         let mut out = Vec::with_capacity(1);
-        let mut s = Scanner::new(v);
-        s.skip_lws();
-        loop {
-            let addr = parse_at(&mut s)?;
-            let c = Contact { addr };
-            // Typed contact-params must be valid when present.
-            if c.addr.param("q").is_some() && c.q().is_none() {
-                return None;
-            }
-            out.push(c);
-            if !s.list_sep()? {
-                return Some(ContactList::List(out));
-            }
-        }
+        let star = scan_contacts(v, |shape| {
+            out.push(Contact {
+                addr: shape.build(v),
+            })
+        })?;
+        Some(if star {
+            ContactList::Star
+        } else {
+            ContactList::List(out)
+        })
     }
 
     /// The contacts (empty for `*`).

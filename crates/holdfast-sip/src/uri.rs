@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bytes::Bytes;
 
-use crate::grammar::Param;
+use crate::grammar::{slice, Param, Span};
 
 /// Most `;params` (and, separately, `?headers`) one URI may carry.
 pub const MAX_URI_PARAMS: usize = 32;
@@ -112,25 +112,7 @@ impl Host {
     /// `bare_v6`, an IPv6 address without brackets is accepted too (RFC 5118 §4.5 asks
     /// for that liberality in Via `received`).
     pub fn parse(text: &Bytes, bare_v6: bool) -> Result<Host, UriError> {
-        match text.as_ref() {
-            [] => Err(UriError::Host),
-            [b'[', inner @ .., b']'] => parse_v6(inner).map(Host::V6).ok_or(UriError::Host),
-            t if bare_v6 && t.contains(&b':') => parse_v6(t).map(Host::V6).ok_or(UriError::Host),
-            t if t.first().is_some_and(u8::is_ascii_alphabetic) => {
-                if is_hostname(t) {
-                    Ok(Host::Name(text.clone()))
-                } else {
-                    Err(UriError::Host)
-                }
-            }
-            t if is_ipv4_shape(t) => std::str::from_utf8(t)
-                .ok()
-                .and_then(|s| s.parse::<Ipv4Addr>().ok())
-                .map(Host::V4)
-                .ok_or(UriError::Host),
-            t if is_hostname(t) => Ok(Host::Name(text.clone())),
-            _ => Err(UriError::Host),
-        }
+        host_kind(text, bare_v6).map(|k| k.host(text))
     }
 
     /// The address, when the host is an IP literal.
@@ -154,13 +136,105 @@ impl Host {
     }
 }
 
-fn trim_dot(s: &[u8]) -> &[u8] {
-    s.strip_suffix(b".").unwrap_or(s)
+/// What a host is, found without keeping its text: [`Host`] less the name's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HostKind {
+    Name,
+    V4(Ipv4Addr),
+    V6(Ipv6Addr),
 }
 
-fn is_ipv4_shape(t: &[u8]) -> bool {
-    t.iter().all(|&b| b.is_ascii_digit() || b == b'.')
-        && t.iter().filter(|&&b| b == b'.').count() == 3
+impl HostKind {
+    /// The host, `text` being the bytes this kind was read from.
+    pub(crate) fn host(self, text: &Bytes) -> Host {
+        match self {
+            HostKind::Name => Host::Name(text.clone()),
+            HostKind::V4(a) => Host::V4(a),
+            HostKind::V6(a) => Host::V6(a),
+        }
+    }
+}
+
+/// The grammar of [`Host::parse`], on bytes.
+pub(crate) fn host_kind(t: &[u8], bare_v6: bool) -> Result<HostKind, UriError> {
+    match t {
+        [] => Err(UriError::Host),
+        [b'[', inner @ .., b']'] => parse_v6(inner).map(HostKind::V6).ok_or(UriError::Host),
+        t if bare_v6 && t.contains(&b':') => parse_v6(t).map(HostKind::V6).ok_or(UriError::Host),
+        [first, ..] if first.is_ascii_alphabetic() => {
+            if is_hostname(t) {
+                Ok(HostKind::Name)
+            } else {
+                Err(UriError::Host)
+            }
+        }
+        t => match dotted(t) {
+            Dotted::V4(a) => Ok(HostKind::V4(a)),
+            Dotted::BadV4 => Err(UriError::Host),
+            Dotted::Other if is_hostname(t) => Ok(HostKind::Name),
+            Dotted::Other => Err(UriError::Host),
+        },
+    }
+}
+
+/// What a host that does not start with a letter is, read in one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dotted {
+    /// Digits and exactly three dots that `Ipv4Addr`'s `FromStr` reads as an address:
+    /// four decimal octets of one to three digits, no leading zero, each at most 255.
+    V4(Ipv4Addr),
+    /// Digits and exactly three dots, but not an address.
+    BadV4,
+    /// Anything else (a hostname is still possible).
+    Other,
+}
+
+fn dotted(t: &[u8]) -> Dotted {
+    let mut octets = [0u8; 4];
+    let mut part = 0usize;
+    let (mut digits, mut value, mut valid) = (0u8, 0u16, true);
+    let mut close = |part: usize, digits: u8, value: u16, valid: &mut bool| match (
+        u8::try_from(value),
+        octets.get_mut(part),
+    ) {
+        (Ok(v), Some(slot)) if digits > 0 => *slot = v,
+        _ => *valid = false,
+    };
+    for &b in t {
+        if b.is_ascii_digit() {
+            // No leading zero: a zero may only be the whole octet.
+            if digits == 1 && value == 0 {
+                valid = false;
+            }
+            digits = digits.saturating_add(1);
+            if digits > 3 {
+                valid = false;
+            } else {
+                value = value
+                    .wrapping_mul(10)
+                    .wrapping_add(u16::from(b.wrapping_sub(b'0')));
+            }
+        } else if b == b'.' {
+            close(part, digits, value, &mut valid);
+            part = part.saturating_add(1);
+            (digits, value) = (0, 0);
+        } else {
+            return Dotted::Other;
+        }
+    }
+    if part != 3 {
+        return Dotted::Other;
+    }
+    close(part, digits, value, &mut valid);
+    if valid {
+        Dotted::V4(Ipv4Addr::from(octets))
+    } else {
+        Dotted::BadV4
+    }
+}
+
+fn trim_dot(s: &[u8]) -> &[u8] {
+    s.strip_suffix(b".").unwrap_or(s)
 }
 
 fn is_hostname(t: &[u8]) -> bool {
@@ -169,14 +243,13 @@ fn is_hostname(t: &[u8]) -> bool {
     let t = t.strip_suffix(b".").unwrap_or(t);
     let mut prev_dot = true;
     for &b in t {
-        if !crate::grammar::in_table(&HOST_CHAR, b) {
+        if crate::grammar::in_table(&LABEL_CHAR, b) {
+            prev_dot = false;
+        } else if b == b'.' && !prev_dot {
+            prev_dot = true;
+        } else {
             return false;
         }
-        let dot = b == b'.';
-        if dot && prev_dot {
-            return false;
-        }
-        prev_dot = dot;
     }
     !prev_dot
 }
@@ -202,16 +275,16 @@ static USER: [bool; 256] = crate::grammar::byte_table!(is_user_char);
 static PASSWORD: [bool; 256] = crate::grammar::byte_table!(is_password_char);
 static PARAM: [bool; 256] = crate::grammar::byte_table!(is_param_char);
 static HNV: [bool; 256] = crate::grammar::byte_table!(is_hnv_char);
-static URI_CHAR: [bool; 256] = crate::grammar::byte_table!(is_uri_char);
-static HOST_CHAR: [bool; 256] = crate::grammar::byte_table!(is_host_char);
+static LABEL_CHAR: [bool; 256] = crate::grammar::byte_table!(is_label_char);
 
 /// Bytes a URI may contain at all: visible ASCII except `<`, `>` and `"`.
 const fn is_uri_char(b: u8) -> bool {
     b > b' ' && b < 0x7f && !matches!(b, b'<' | b'>' | b'"')
 }
 
-const fn is_host_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'
+/// The characters of a host name's labels (the dots between them aside).
+const fn is_label_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
 
 const fn is_unreserved(b: u8) -> bool {
@@ -331,51 +404,117 @@ fn canonical(s: &[u8], fold_case: bool) -> Vec<u8> {
     out
 }
 
-/// Splits `;a=b;c` (without the leading `;`) into params, checking each character.
-fn parse_uri_params(
-    s: &Bytes,
-    sep: u8,
-    chars: &[bool; 256],
-    err: UriError,
-    require_value: bool,
-    out: &mut Vec<Param>,
+/// Where a URI's `;params` or `?headers` are, and how to read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ParamsKind {
+    /// `;name[=value]` (RFC 3261 §19.1.1 `uri-parameters`).
+    Params,
+    /// `?name=value&…` (`headers`).
+    Headers,
+}
+
+impl ParamsKind {
+    fn sep(self) -> u8 {
+        match self {
+            ParamsKind::Params => b';',
+            ParamsKind::Headers => b'&',
+        }
+    }
+
+    fn chars(self) -> &'static [bool; 256] {
+        match self {
+            ParamsKind::Params => &PARAM,
+            ParamsKind::Headers => &HNV,
+        }
+    }
+
+    fn err(self) -> UriError {
+        match self {
+            ParamsKind::Params => UriError::Param,
+            ParamsKind::Headers => UriError::Header,
+        }
+    }
+}
+
+/// Reads `a=b;c` (without the leading `;`) in `raw[start..end]`, checking each
+/// character, and hands each parameter's name and value to `f`, as spans of `raw`.
+fn scan_uri_params(
+    raw: &[u8],
+    (start, end): Span,
+    kind: ParamsKind,
+    mut f: impl FnMut(Span, Option<Span>),
 ) -> Result<(), UriError> {
-    let mut start = 0usize;
-    let bytes = s.as_ref();
+    let (sep, chars, err) = (kind.sep(), kind.chars(), kind.err());
+    let require_value = kind == ParamsKind::Headers;
+    let mut count = 0usize;
+    let mut at = start;
     loop {
-        let end = memchr::memchr(sep, bytes.get(start..).unwrap_or_default())
-            .map_or(bytes.len(), |p| start.saturating_add(p));
-        let part = bytes.get(start..end).unwrap_or_default();
-        if part.is_empty() {
-            return Err(err);
-        }
-        let (name, value) = match memchr::memchr(b'=', part) {
-            Some(eq) => {
-                let name = s.slice(start..start.saturating_add(eq));
-                let value = s.slice(start.saturating_add(eq).saturating_add(1)..end);
-                (name, Some(value))
+        // One pass over the part: where it ends, where its first '=' is, and whether
+        // anything else than the characters of `chars` occurs (only then are the name
+        // and value checked for escapes and the exact error).
+        let mut i = at;
+        let mut eq = None;
+        let mut plain = true;
+        while i < end {
+            let Some(&b) = raw.get(i) else {
+                break;
+            };
+            if !crate::grammar::in_table(chars, b) {
+                if b == sep {
+                    break;
+                }
+                if b == b'=' && eq.is_none() {
+                    eq = Some(i);
+                } else {
+                    plain = false;
+                }
             }
-            None if require_value => return Err(err),
-            None => (s.slice(start..end), None),
-        };
-        if name.is_empty() {
+            i = i.wrapping_add(1);
+        }
+        let part_end = i;
+        if part_end == at {
             return Err(err);
         }
-        check_escaped(&name, chars, err)?;
-        if let Some(v) = &value {
-            check_escaped(v, chars, err)?;
+        let (name, value) = match eq {
+            Some(eq) => ((at, eq), Some((eq.saturating_add(1), part_end))),
+            None if require_value => return Err(err),
+            None => ((at, part_end), None),
+        };
+        if name.0 == name.1 {
+            return Err(err);
+        }
+        if !plain {
+            check_escaped(raw.get(name.0..name.1).unwrap_or_default(), chars, err)?;
+            if let Some(v) = value {
+                check_escaped(raw.get(v.0..v.1).unwrap_or_default(), chars, err)?;
+            }
         }
         // A bound on parameters keeps §19.1.4 comparison (which compares repeated
         // names as lists) cheap whatever a peer sends (fuzzing finding U2).
-        if out.len() >= MAX_URI_PARAMS {
+        if count >= MAX_URI_PARAMS {
             return Err(err);
         }
-        out.push(Param { name, value });
-        if end >= bytes.len() {
+        count = count.saturating_add(1);
+        f(name, value);
+        if part_end >= end {
             return Ok(());
         }
-        start = end.saturating_add(1);
+        at = part_end.saturating_add(1);
     }
+}
+
+/// The parameters in `span` of `raw`, which [`scan_uri_params`] has accepted.
+fn collect_uri_params(raw: &Bytes, span: Option<Span>, kind: ParamsKind) -> Vec<Param> {
+    let mut out = Vec::new();
+    if let Some(span) = span {
+        let _ = scan_uri_params(raw, span, kind, |name, value| {
+            out.push(Param {
+                name: slice(raw, name),
+                value: value.map(|v| slice(raw, v)),
+            });
+        });
+    }
+    out
 }
 
 fn is_scheme(s: &[u8]) -> bool {
@@ -387,27 +526,8 @@ fn is_scheme(s: &[u8]) -> bool {
 impl Uri {
     /// Parses a URI from exactly these bytes (no surrounding LWS or brackets).
     pub fn parse(raw: Bytes) -> Result<Uri, UriError> {
-        if !raw.iter().all(|&b| crate::grammar::in_table(&URI_CHAR, b)) {
-            return Err(UriError::Char);
-        }
-        let colon = memchr::memchr(b':', &raw).ok_or(UriError::Scheme)?;
-        let scheme = raw.get(..colon).unwrap_or_default();
-        if !is_scheme(scheme) {
-            return Err(UriError::Scheme);
-        }
-        let rest = raw.slice(colon.saturating_add(1)..);
-        if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
-            let secure = scheme.len() == 4;
-            SipUri::parse_rest(raw.clone(), rest, secure).map(Uri::Sip)
-        } else if scheme.eq_ignore_ascii_case(b"tel") {
-            TelUri::parse_rest(raw.clone(), rest).map(Uri::Tel)
-        } else {
-            if rest.is_empty() {
-                return Err(UriError::Scheme);
-            }
-            let scheme = raw.slice(..colon);
-            Ok(Uri::Other(OtherUri { raw, scheme }))
-        }
+        let shape = scan_uri(&raw)?;
+        Ok(shape.build(raw))
     }
 
     /// The URI exactly as written.
@@ -458,64 +578,6 @@ impl std::fmt::Display for Uri {
 }
 
 impl SipUri {
-    fn parse_rest(raw: Bytes, rest: Bytes, secure: bool) -> Result<SipUri, UriError> {
-        // userinfo is everything before the first '@': no other URI component may hold
-        // an unescaped '@', while the user part may hold ';' and '?'.
-        let (user, password, hostpart) = match memchr::memchr(b'@', &rest) {
-            Some(at) => {
-                let userinfo = rest.slice(..at);
-                let hostpart = rest.slice(at.saturating_add(1)..);
-                let (user, password) = match memchr::memchr(b':', &userinfo) {
-                    Some(c) => (
-                        userinfo.slice(..c),
-                        Some(userinfo.slice(c.saturating_add(1)..)),
-                    ),
-                    None => (userinfo, None),
-                };
-                if user.is_empty() {
-                    return Err(UriError::UserInfo);
-                }
-                check_escaped(&user, &USER, UriError::UserInfo)?;
-                if let Some(p) = &password {
-                    check_escaped(p, &PASSWORD, UriError::UserInfo)?;
-                }
-                (Some(user), password, hostpart)
-            }
-            None => (None, None, rest),
-        };
-        let hp_end = hostpart
-            .iter()
-            .position(|&b| b == b';' || b == b'?')
-            .unwrap_or(hostpart.len());
-        let hostport = hostpart.slice(..hp_end);
-        let (host_text, port) = split_hostport(&hostport)?;
-        let host = Host::parse(&host_text, false)?;
-
-        let mut params = Vec::new();
-        let mut headers = Vec::new();
-        let tail = hostpart.slice(hp_end..);
-        let q = memchr::memchr(b'?', &tail).unwrap_or(tail.len());
-        if let Some(b';') = tail.first() {
-            let p = tail.slice(1..q);
-            parse_uri_params(&p, b';', &PARAM, UriError::Param, false, &mut params)?;
-        }
-        if q < tail.len() {
-            let h = tail.slice(q.saturating_add(1)..);
-            parse_uri_params(&h, b'&', &HNV, UriError::Header, true, &mut headers)?;
-        }
-        Ok(SipUri {
-            raw,
-            secure,
-            user,
-            password,
-            host,
-            host_text,
-            port,
-            params,
-            headers,
-        })
-    }
-
     /// The URI exactly as written.
     pub fn as_bytes(&self) -> &Bytes {
         &self.raw
@@ -590,18 +652,218 @@ fn opt_eq(a: &Option<Bytes>, b: &Option<Bytes>, fold_case: bool) -> bool {
     }
 }
 
-/// Splits `host[:port]`, where host may be a bracketed IPv6 reference.
-pub(crate) fn split_hostport(hp: &Bytes) -> Result<(Bytes, Option<u16>), UriError> {
-    let host_end = if hp.first() == Some(&b'[') {
-        memchr::memchr(b']', hp)
-            .ok_or(UriError::Host)?
-            .saturating_add(1)
-    } else {
-        memchr::memchr(b':', hp).unwrap_or(hp.len())
+/// Where the parts of a `sip:` or `sips:` URI are, as spans of its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SipShape {
+    secure: bool,
+    user: Option<Span>,
+    password: Option<Span>,
+    host: Span,
+    host_kind: HostKind,
+    port: Option<u16>,
+    params: Option<Span>,
+    headers: Option<Span>,
+}
+
+/// What [`scan_uri`] found: every check of [`Uri::parse`] passed, and where the parts
+/// are. [`UriShape::build`] makes the [`Uri`] from it without checking again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UriShape {
+    Sip(SipShape),
+    Tel { number: Span, params: Option<Span> },
+    Other { colon: usize },
+}
+
+/// Where the characters that delimit a URI's parts first occur: what the grammar of
+/// [`Uri::parse`] needs to know before it looks at each part.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Landmarks {
+    /// How many bytes are URI characters, from the start.
+    len: usize,
+    /// The first `:`, which ends the scheme.
+    colon: Option<usize>,
+    /// The first `@` after the scheme, which ends the userinfo.
+    at: Option<usize>,
+    /// The first `:` between the scheme and the `@`: user and password.
+    user_colon: Option<usize>,
+    /// In the host part (after the `@`, or after the scheme when there is none): the
+    /// first `:`, the first `;` or `?`, and the first `?`.
+    host_colon: Option<usize>,
+    host_end: Option<usize>,
+    query: Option<usize>,
+}
+
+const U_PLAIN: u8 = 0;
+const U_BAD: u8 = 1;
+const U_COLON: u8 = 2;
+const U_AT: u8 = 3;
+const U_SEMI: u8 = 4;
+const U_QUERY: u8 = 5;
+
+/// What each byte is to [`landmarks`].
+static URI_CLASS: [u8; 256] = {
+    let mut t = [U_BAD; 256];
+    let mut i = 0usize;
+    // Const evaluation over 0..256: in bounds, lossless, no overflow.
+    #[allow(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation
+    )]
+    while i < 256 {
+        let b = i as u8;
+        t[i] = match b {
+            b':' => U_COLON,
+            b'@' => U_AT,
+            b';' => U_SEMI,
+            b'?' => U_QUERY,
+            _ if is_uri_char(b) => U_PLAIN,
+            _ => U_BAD,
+        };
+        i += 1;
+    }
+    t
+};
+
+/// One pass over the URI characters at the start of `raw`, up to the first byte that
+/// no URI may contain (or the end).
+#[inline(always)]
+fn landmarks(raw: &[u8]) -> Landmarks {
+    let mut m = Landmarks {
+        len: raw.len(),
+        ..Landmarks::default()
     };
-    let host = hp.slice(..host_end);
-    let rest = hp.get(host_end..).unwrap_or_default();
-    let port = match rest {
+    let class = |b: u8| URI_CLASS.get(usize::from(b)).copied().unwrap_or(U_BAD);
+    let mut i = 0usize;
+    loop {
+        // Most bytes are plain URI characters: skip them in a tight loop. `i` only
+        // moves over bytes that exist, so it cannot overflow.
+        while let Some(&b) = raw.get(i) {
+            if class(b) != U_PLAIN {
+                break;
+            }
+            i = i.wrapping_add(1);
+        }
+        let Some(&b) = raw.get(i) else {
+            break;
+        };
+        match class(b) {
+            U_COLON => {
+                if m.colon.is_none() {
+                    m.colon = Some(i);
+                } else if m.host_colon.is_none() {
+                    m.host_colon = Some(i);
+                }
+            }
+            U_AT => {
+                if m.colon.is_some() && m.at.is_none() {
+                    m.at = Some(i);
+                    m.user_colon = m.host_colon.take();
+                    m.host_end = None;
+                    m.query = None;
+                }
+            }
+            U_SEMI => {
+                if m.colon.is_some() && m.host_end.is_none() {
+                    m.host_end = Some(i);
+                }
+            }
+            U_QUERY => {
+                if m.colon.is_some() {
+                    m.host_end.get_or_insert(i);
+                    m.query.get_or_insert(i);
+                }
+            }
+            _ => {
+                m.len = i;
+                break;
+            }
+        }
+        i = i.wrapping_add(1);
+    }
+    m
+}
+
+/// The whole grammar of [`Uri::parse`], without allocating. Inlined into its callers,
+/// so that a caller that only checks does not compute the shape.
+#[inline(always)]
+pub(crate) fn scan_uri(raw: &[u8]) -> Result<UriShape, UriError> {
+    let m = landmarks(raw);
+    if m.len < raw.len() {
+        return Err(UriError::Char);
+    }
+    scan_uri_parts(raw, &m)
+}
+
+/// The URI at the start of `v` that ends before a byte no URI may contain: its length
+/// and shape. The caller checks what follows it.
+#[inline(always)]
+pub(crate) fn scan_uri_prefix(v: &[u8]) -> Result<(usize, UriShape), UriError> {
+    let m = landmarks(v);
+    let raw = v.get(..m.len).unwrap_or_default();
+    scan_uri_parts(raw, &m).map(|shape| (m.len, shape))
+}
+
+/// The grammar of [`Uri::parse`] once `raw` is known to hold URI characters only.
+#[inline(always)]
+fn scan_uri_parts(raw: &[u8], m: &Landmarks) -> Result<UriShape, UriError> {
+    let colon = m.colon.ok_or(UriError::Scheme)?;
+    let scheme = raw.get(..colon).unwrap_or_default();
+    if !is_scheme(scheme) {
+        return Err(UriError::Scheme);
+    }
+    let rest = colon.saturating_add(1);
+    if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
+        scan_sip(raw, rest, scheme.len() == 4, m).map(UriShape::Sip)
+    } else if scheme.eq_ignore_ascii_case(b"tel") {
+        scan_tel(raw, rest)
+    } else if rest >= raw.len() {
+        Err(UriError::Scheme)
+    } else {
+        Ok(UriShape::Other { colon })
+    }
+}
+
+#[inline(always)]
+fn scan_sip(raw: &[u8], rest: usize, secure: bool, m: &Landmarks) -> Result<SipShape, UriError> {
+    let end = raw.len();
+    // userinfo is everything before the first '@': no other URI component may hold
+    // an unescaped '@', while the user part may hold ';' and '?'.
+    let (user, password, hostpart) = match m.at {
+        Some(at) => {
+            let (user, password) = match m.user_colon {
+                Some(c) => ((rest, c), Some((c.saturating_add(1), at))),
+                None => ((rest, at), None),
+            };
+            if user.0 == user.1 {
+                return Err(UriError::UserInfo);
+            }
+            check_escaped(
+                raw.get(user.0..user.1).unwrap_or_default(),
+                &USER,
+                UriError::UserInfo,
+            )?;
+            if let Some(p) = password {
+                check_escaped(
+                    raw.get(p.0..p.1).unwrap_or_default(),
+                    &PASSWORD,
+                    UriError::UserInfo,
+                )?;
+            }
+            (Some(user), password, at.saturating_add(1))
+        }
+        None => (None, None, rest),
+    };
+    // host [ ":" port ], up to the first ';' or '?'.
+    let hp_end = m.host_end.unwrap_or(end);
+    let hostport = raw.get(hostpart..hp_end).unwrap_or_default();
+    let host_end = if hostport.first() == Some(&b'[') {
+        let close = memchr::memchr(b']', hostport).ok_or(UriError::Host)?;
+        hostpart.saturating_add(close).saturating_add(1)
+    } else {
+        m.host_colon.filter(|&c| c < hp_end).unwrap_or(hp_end)
+    };
+    let port = match raw.get(host_end..hp_end).unwrap_or_default() {
         [] => None,
         [b':', digits @ ..] => Some(
             crate::grammar::parse_u32(digits)
@@ -610,35 +872,93 @@ pub(crate) fn split_hostport(hp: &Bytes) -> Result<(Bytes, Option<u16>), UriErro
         ),
         _ => return Err(UriError::Host),
     };
-    Ok((host, port))
+    let host = (hostpart, host_end);
+    let host_kind = host_kind(raw.get(host.0..host.1).unwrap_or_default(), false)?;
+
+    let q = m.query.unwrap_or(end);
+    let mut params = None;
+    let mut headers = None;
+    if raw.get(hp_end) == Some(&b';') {
+        let p = (hp_end.saturating_add(1), q);
+        scan_uri_params(raw, p, ParamsKind::Params, |_, _| {})?;
+        params = Some(p);
+    }
+    if q < end {
+        let h = (q.saturating_add(1), end);
+        scan_uri_params(raw, h, ParamsKind::Headers, |_, _| {})?;
+        headers = Some(h);
+    }
+    Ok(SipShape {
+        secure,
+        user,
+        password,
+        host,
+        host_kind,
+        port,
+        params,
+        headers,
+    })
+}
+
+#[inline(always)]
+fn scan_tel(raw: &[u8], rest: usize) -> Result<UriShape, UriError> {
+    let tail = raw.get(rest..).unwrap_or_default();
+    let end = rest.saturating_add(tail.iter().position(|&b| b == b';').unwrap_or(tail.len()));
+    let number = raw.get(rest..end).unwrap_or_default();
+    let ok = |b: u8| {
+        b.is_ascii_hexdigit()
+            || matches!(
+                b,
+                b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#' | b'p' | b'w'
+            )
+    };
+    if number.is_empty() || !number.iter().all(|&b| ok(b)) {
+        return Err(UriError::UserInfo);
+    }
+    let mut params = None;
+    if end < raw.len() {
+        let p = (end.saturating_add(1), raw.len());
+        scan_uri_params(raw, p, ParamsKind::Params, |_, _| {})?;
+        params = Some(p);
+    }
+    Ok(UriShape::Tel {
+        number: (rest, end),
+        params,
+    })
+}
+
+impl UriShape {
+    /// The URI this shape describes, `raw` being the bytes [`scan_uri`] accepted.
+    pub(crate) fn build(self, raw: Bytes) -> Uri {
+        match self {
+            UriShape::Sip(s) => {
+                let host_text = slice(&raw, s.host);
+                Uri::Sip(SipUri {
+                    secure: s.secure,
+                    user: s.user.map(|u| slice(&raw, u)),
+                    password: s.password.map(|p| slice(&raw, p)),
+                    host: s.host_kind.host(&host_text),
+                    host_text,
+                    port: s.port,
+                    params: collect_uri_params(&raw, s.params, ParamsKind::Params),
+                    headers: collect_uri_params(&raw, s.headers, ParamsKind::Headers),
+                    raw,
+                })
+            }
+            UriShape::Tel { number, params } => Uri::Tel(TelUri {
+                number: slice(&raw, number),
+                params: collect_uri_params(&raw, params, ParamsKind::Params),
+                raw,
+            }),
+            UriShape::Other { colon } => Uri::Other(OtherUri {
+                scheme: slice(&raw, (0, colon)),
+                raw,
+            }),
+        }
+    }
 }
 
 impl TelUri {
-    fn parse_rest(raw: Bytes, rest: Bytes) -> Result<TelUri, UriError> {
-        let end = memchr::memchr(b';', &rest).unwrap_or(rest.len());
-        let number = rest.slice(..end);
-        let ok = |b: u8| {
-            b.is_ascii_hexdigit()
-                || matches!(
-                    b,
-                    b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#' | b'p' | b'w'
-                )
-        };
-        if number.is_empty() || !number.iter().all(|&b| ok(b)) {
-            return Err(UriError::UserInfo);
-        }
-        let mut params = Vec::new();
-        if end < rest.len() {
-            let p = rest.slice(end.saturating_add(1)..);
-            parse_uri_params(&p, b';', &PARAM, UriError::Param, false, &mut params)?;
-        }
-        Ok(TelUri {
-            raw,
-            number,
-            params,
-        })
-    }
-
     /// The URI exactly as written.
     pub fn as_bytes(&self) -> &Bytes {
         &self.raw
@@ -747,6 +1067,45 @@ mod tests {
         ))
         .unwrap();
         assert!(matches!(u, Uri::Tel(_)));
+    }
+
+    #[test]
+    fn ipv4_as_std_reads_it() {
+        let octets = [
+            "", "0", "00", "01", "1", "9", "10", "099", "100", "255", "256", "999", "0000", "1234",
+            "300", "25", "007", "99999",
+        ];
+        let expect = |s: &str| {
+            let shape = s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+                && s.bytes().filter(|&b| b == b'.').count() == 3;
+            match s.parse::<Ipv4Addr>() {
+                Ok(a) => Dotted::V4(a),
+                Err(_) if shape => Dotted::BadV4,
+                Err(_) => Dotted::Other,
+            }
+        };
+        for a in octets {
+            for b in octets {
+                for c in octets {
+                    for d in octets {
+                        let s = format!("{a}.{b}.{c}.{d}");
+                        assert_eq!(dotted(s.as_bytes()), expect(&s), "{s}");
+                    }
+                }
+            }
+        }
+        for s in [
+            "1.2.3",
+            "1.2.3.4.5",
+            "",
+            ".",
+            "...",
+            "1..2.3",
+            "1.2.3.4x",
+            "x",
+        ] {
+            assert_eq!(dotted(s.as_bytes()), expect(s), "{s}");
+        }
     }
 
     #[test]

@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
-use crate::grammar::{self, Param, Scanner};
-use crate::uri::Host;
+use crate::grammar::{self, slice, Param, ParamSpan, Scanner, Span};
+use crate::uri::{host_kind, Host, HostKind};
 
 /// The magic cookie that starts an RFC 3261 branch (§8.1.1.7).
 pub const MAGIC_COOKIE: &[u8] = b"z9hG4bK";
@@ -28,7 +28,9 @@ pub enum Transport {
 }
 
 impl Transport {
-    fn parse(t: &Bytes) -> Transport {
+    /// The transport named by the token `raw[span]`.
+    fn from_span(raw: &Bytes, span: Span) -> Transport {
+        let t = raw.get(span.0..span.1).unwrap_or_default();
         let is = |s: &str| t.eq_ignore_ascii_case(s.as_bytes());
         if is("UDP") {
             Transport::Udp
@@ -43,7 +45,7 @@ impl Transport {
         } else if is("WSS") {
             Transport::Wss
         } else {
-            Transport::Other(t.clone())
+            Transport::Other(slice(raw, span))
         }
     }
 
@@ -122,12 +124,7 @@ impl Via {
     /// (a request asking for it, RFC 3581 §3), `Some(Some(port))` once filled in.
     pub fn rport(&self) -> Option<Option<u16>> {
         let p = self.param("rport")?;
-        Some(
-            p.value
-                .as_ref()
-                .and_then(|v| grammar::parse_u32(v))
-                .and_then(|n| u16::try_from(n).ok()),
-        )
+        Some(p.value.as_deref().and_then(port))
     }
 
     /// The maddr parameter.
@@ -138,9 +135,8 @@ impl Via {
     /// The ttl parameter.
     pub fn ttl(&self) -> Option<u8> {
         self.param("ttl")
-            .and_then(|p| p.value.as_ref())
-            .and_then(|v| grammar::parse_u32(v))
-            .and_then(|n| u8::try_from(n).ok())
+            .and_then(|p| p.value.as_deref())
+            .and_then(ttl)
     }
 
     /// The sent-by port, or the transport's default (5060, or 5061 for TLS).
@@ -152,13 +148,59 @@ impl Via {
     }
 }
 
+/// Where the parts of one Via value are, once [`scan_at`] has checked it.
+#[derive(Debug, Clone, Copy)]
+struct ViaShape {
+    start: usize,
+    end: usize,
+    protocol: Span,
+    version: Span,
+    transport: Span,
+    host: Span,
+    host_kind: HostKind,
+    port: Option<u16>,
+    /// Where the parameters start (before the first `;`).
+    params: usize,
+}
+
+impl ViaShape {
+    fn build(&self, src: &Bytes) -> Via {
+        let host_text = slice(src, self.host);
+        Via {
+            raw: slice(src, (self.start, self.end)),
+            protocol: slice(src, self.protocol),
+            version: slice(src, self.version),
+            transport: Transport::from_span(src, self.transport),
+            host: self.host_kind.host(&host_text),
+            host_text,
+            port: self.port,
+            params: grammar::collect_params(src, self.params),
+        }
+    }
+}
+
+/// Checks one Via field (which may hold several comma-separated values) and counts its
+/// values, allocating nothing.
+pub(crate) fn check_list(v: &[u8]) -> Option<usize> {
+    let mut s = Scanner::new(v);
+    s.skip_lws();
+    let mut n = 0usize;
+    loop {
+        scan_at(&mut s)?;
+        n = n.saturating_add(1);
+        if !s.list_sep()? {
+            return Some(n);
+        }
+    }
+}
+
 /// Parses one Via field (which may hold several comma-separated values).
 pub(crate) fn parse_list(v: &Bytes) -> Option<Vec<Via>> {
     let mut out = Vec::with_capacity(1);
     let mut s = Scanner::new(v);
     s.skip_lws();
     loop {
-        out.push(parse_at(&mut s)?);
+        out.push(scan_at(&mut s)?.build(v));
         if !s.list_sep()? {
             return Some(out);
         }
@@ -167,11 +209,12 @@ pub(crate) fn parse_list(v: &Bytes) -> Option<Vec<Via>> {
 
 pub(crate) fn parse_one(v: &Bytes) -> Option<Via> {
     let mut s = Scanner::new(v);
-    let via = parse_at(&mut s)?;
-    s.at_end().then_some(via)
+    let via = scan_at(&mut s)?;
+    s.at_end().then(|| via.build(v))
 }
 
-fn parse_at(s: &mut Scanner<'_>) -> Option<Via> {
+#[inline(always)]
+fn scan_at(s: &mut Scanner<'_>) -> Option<ViaShape> {
     let start = s.pos();
     let protocol = s.token()?;
     if !s.eat_sep(b'/') {
@@ -181,12 +224,12 @@ fn parse_at(s: &mut Scanner<'_>) -> Option<Via> {
     if !s.eat_sep(b'/') {
         return None;
     }
-    let transport = Transport::parse(&s.token()?);
+    let transport = s.token()?;
     if !s.skip_lws() {
         return None;
     }
     // sent-by = host [ COLON port ]; LWS around the colon is allowed.
-    let host_range = if s.peek() == Some(b'[') {
+    let host = if s.peek() == Some(b'[') {
         let r = s.take_while(|b| b != b']');
         if !s.eat(b']') {
             return None;
@@ -195,51 +238,79 @@ fn parse_at(s: &mut Scanner<'_>) -> Option<Via> {
     } else {
         s.take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
     };
-    let host_text = s.slice(host_range);
-    let host = Host::parse(&host_text, false).ok()?;
+    let host_kind = host_kind(s.bytes(host), false).ok()?;
     let port = if s.eat_sep(b':') {
         let digits = s.take_while(|b| b.is_ascii_digit());
         Some(u16::try_from(grammar::parse_u32(s.bytes(digits))?).ok()?)
     } else {
         None
     };
-    let mut params = Vec::new();
-    s.params(&mut params)?;
-    let end = s.pos();
-    let via = Via {
-        raw: s.slice((start, end)),
+    let params = s.pos();
+    let mut check = ParamCheck::default();
+    s.params(|s, p| check.param(s, p))?;
+    Some(ViaShape {
+        start,
+        end: s.pos(),
         protocol,
         version,
         transport,
         host,
-        host_text,
+        host_kind,
         port,
         params,
-    };
-    check_params(&via)?;
-    Some(via)
+    })
 }
 
 /// The typed via-params must hold values of their type (RFC 3261 §20.42, RFC 3581).
-fn check_params(via: &Via) -> Option<()> {
-    for p in &via.params {
-        let name = &p.name;
-        let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
-        if is("ttl") {
-            via.ttl()?;
-        } else if is("received") {
-            via.received()?;
-        } else if is("rport") {
-            if p.value.is_some() {
-                via.rport()??;
-            }
-        } else if is("maddr") {
-            Host::parse(p.value.as_ref()?, false).ok()?;
-        } else if is("branch") && !grammar::is_token_str(p.value.as_ref()?) {
-            return None;
+/// `ttl`, `received` and `rport` are read from their first occurrence, as
+/// [`Via::ttl`], [`Via::received`] and [`Via::rport`] read them, so that is the one
+/// that must be valid; every `maddr` must be a host and every `branch` a token.
+#[derive(Debug, Default)]
+struct ParamCheck {
+    ttl: Option<bool>,
+    received: Option<bool>,
+    rport: Option<bool>,
+}
+
+impl ParamCheck {
+    fn param(&mut self, s: &Scanner<'_>, p: ParamSpan) -> Option<()> {
+        let name = s.bytes(p.name);
+        let value = p.value.map(|v| s.bytes(v));
+        // Only names of these lengths are checked; most parameters are none of them.
+        if !matches!(name.len(), 3 | 5 | 6 | 8) {
+            return Some(());
         }
+        let is = |n: &str| grammar::is_name(name, n.as_bytes());
+        let ok = if is("ttl") {
+            *self
+                .ttl
+                .get_or_insert_with(|| value.and_then(ttl).is_some())
+        } else if is("received") {
+            *self
+                .received
+                .get_or_insert_with(|| value.is_some_and(|v| host_kind(v, true).is_ok()))
+        } else if is("rport") {
+            let first_ok = *self
+                .rport
+                .get_or_insert_with(|| value.and_then(port).is_some());
+            value.is_none() || first_ok
+        } else if is("maddr") {
+            value.is_some_and(|v| host_kind(v, false).is_ok())
+        } else if is("branch") {
+            value.is_some_and(grammar::is_token_str)
+        } else {
+            true
+        };
+        ok.then_some(())
     }
-    Some(())
+}
+
+fn ttl(v: &[u8]) -> Option<u8> {
+    grammar::parse_u32(v).and_then(|n| u8::try_from(n).ok())
+}
+
+fn port(v: &[u8]) -> Option<u16> {
+    grammar::parse_u32(v).and_then(|n| u16::try_from(n).ok())
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ fn disposition(status: u16, ending: Ending) -> Disposition {
         (_, 200..=299) => Disposition::Answered,
         // 487 answers a CANCEL: the caller's (before or during admission).
         (Ending::Cancelled, _) | (_, 487) => Disposition::Cancelled,
-        (Ending::NoAnswer, _) | (_, 408) => Disposition::NoAnswer,
+        (Ending::NoAnswer, _) | (_, 408 | 480) => Disposition::NoAnswer,
         (_, 486 | 600 | 603) => Disposition::Busy,
         _ => Disposition::Failed,
     }
@@ -167,6 +167,32 @@ impl Calls {
             self.up.insert(record.call_id.clone(), record.clone());
         }
         self.write(record);
+    }
+
+    /// Closes the answered calls that have been up longer than `max` with no BYE
+    /// (both phones gone, or a BYE that never came through holdfast): hung up by the
+    /// node, so that the history does not keep them open for ever.
+    pub fn close_stale(&mut self, max: std::time::Duration) {
+        let Ok(max_ms) = i64::try_from(max.as_millis()) else {
+            return;
+        };
+        let now = unix_ms();
+        let stale: Vec<String> = self
+            .up
+            .iter()
+            .filter(|(_, r)| {
+                r.answered_at_ms
+                    .is_some_and(|a| now.saturating_sub(a) > max_ms)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for call_id in stale {
+            if let Some(mut record) = self.up.remove(&call_id) {
+                record.hangup = Some(HangupSide::Node);
+                record.ended_at_ms = Some(now);
+                self.write(record);
+            }
+        }
     }
 
     /// An in-dialog BYE went through: the call it ends gets its end.

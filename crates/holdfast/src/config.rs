@@ -152,6 +152,9 @@ pub struct TimerConfig {
     /// Timer C (RFC 3261 §16.6 item 11): how long a forwarded INVITE may ring without
     /// a final answer. More than 180 s.
     pub timer_c_secs: u64,
+    /// An answered call whose BYE never comes (both phones gone, a lost BYE) is
+    /// closed in the call history after this long, hung up by the node. 0: never.
+    pub max_call_secs: u64,
 }
 
 impl Default for TimerConfig {
@@ -161,6 +164,7 @@ impl Default for TimerConfig {
             t2_ms: 4_000,
             t4_ms: 5_000,
             timer_c_secs: 181,
+            max_call_secs: 14_400,
         }
     }
 }

@@ -92,6 +92,11 @@ pub async fn run(
     let mut batch = Vec::with_capacity(64);
     let mut answered = Vec::with_capacity(64);
     let mut replies_closed = false;
+    let max_call = Duration::from_secs(core.shared.config.timers.max_call_secs);
+    // Often enough that a call is closed within a quarter of the limit past it.
+    let mut sweep = tokio::time::interval(Duration::from_secs(
+        (core.shared.config.timers.max_call_secs / 4).clamp(1, 60),
+    ));
     loop {
         let deadline = [core.layer.poll_timeout(), core.proxy.poll_timeout()]
             .into_iter()
@@ -121,6 +126,7 @@ pub async fn run(
                 }
             }
             Some(admission) = admitted.recv() => core.admitted(admission, now()),
+            _ = sweep.tick(), if !max_call.is_zero() => core.calls.close_stale(max_call),
             _ = sleep_until_opt(deadline) => {
                 let now = now();
                 core.layer.handle_timeout(now);

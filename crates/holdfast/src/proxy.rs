@@ -94,7 +94,11 @@ impl Domains {
     pub async fn serves(&self, domain: &str) -> bool {
         let domain = domain.to_ascii_lowercase();
         let (at, set) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if at.is_some_and(|t| t.elapsed() < DOMAIN_TTL) {
+        // A list near its end is read again, so that it is still fresh when the caller
+        // goes on to decide from the cache.
+        if at
+            .is_some_and(|t| t.elapsed() < DOMAIN_TTL.saturating_sub(crate::registrar::WARM_MARGIN))
+        {
             return set.contains(&domain);
         }
         let fresh: HashSet<String> = match self.store.list_domains().await {

@@ -80,6 +80,9 @@ const CREDENTIAL_CACHE: usize = 200_000;
 /// Most REGISTERs the location actor takes at once: one store write for all of them.
 const LOCATION_BATCH: usize = 256;
 
+/// How long a fetched cache entry is still good for at the least.
+pub const WARM_MARGIN: Duration = Duration::from_secs(1);
+
 /// When a user's credentials were looked up, and what was found.
 type CachedHa1 = (Instant, Option<Arc<Ha1>>);
 
@@ -94,9 +97,17 @@ struct CredentialCache {
 impl CredentialCache {
     /// The cached answer for `username@domain`, if it is fresh: `Some(None)` is a
     /// cached "no such user".
-    fn get(&self, username: &str, domain: &str, now: Instant) -> Option<Option<Arc<Ha1>>> {
+    /// `margin`: how long the entry must stay fresh at the least.
+    fn get(
+        &self,
+        username: &str,
+        domain: &str,
+        now: Instant,
+        margin: Duration,
+    ) -> Option<Option<Arc<Ha1>>> {
         let (at, ha1) = self.by_domain.get(domain)?.get(username)?;
-        (now.saturating_duration_since(*at) < CREDENTIAL_TTL).then(|| ha1.clone())
+        let fresh = now.saturating_duration_since(*at) < CREDENTIAL_TTL.saturating_sub(margin);
+        fresh.then(|| ha1.clone())
     }
 
     fn insert(&mut self, username: &str, domain: &str, now: Instant, ha1: Option<Arc<Ha1>>) {
@@ -615,16 +626,26 @@ impl Registrar {
     /// A fresh cached answer for `username@domain`: `Some(None)` when the user does
     /// not exist, `None` when the cache has nothing fresh.
     fn cached_credentials(&self, username: &str, domain: &str) -> Option<Option<Arc<Ha1>>> {
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(username, domain, Instant::now())
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(
+            username,
+            domain,
+            Instant::now(),
+            Duration::ZERO,
+        )
     }
 
     /// A user's HA1 values: from a short-lived cache, else from the store. Misses are
-    /// cached too, so an unknown user costs the store no more than a known one.
+    /// cached too, so an unknown user costs the store no more than a known one. An
+    /// entry near its end is read again, so that what this fetched is still fresh
+    /// when the caller goes on to decide from the cache.
     async fn credentials(&self, username: &str, domain: &str) -> Option<Arc<Ha1>> {
-        if let Some(cached) = self.cached_credentials(username, domain) {
+        let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(
+            username,
+            domain,
+            Instant::now(),
+            WARM_MARGIN,
+        );
+        if let Some(cached) = cached {
             return cached;
         }
         let found = match self.store.credentials(username, domain).await {

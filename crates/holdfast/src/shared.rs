@@ -67,6 +67,8 @@ pub struct Shared {
     pub udp: RwLock<HashMap<SocketAddr, Arc<UdpSocket>>>,
     /// Every listening socket's address: a Route naming one of them is holdfast's.
     pub locals: RwLock<std::collections::HashSet<SocketAddr>>,
+    /// Messages waiting for a TCP connection holdfast is opening to a device.
+    connecting: Mutex<HashMap<SocketAddr, Vec<Bytes>>>,
     conns: Mutex<Connections>,
     next_conn: AtomicU64,
     pub open_connections: AtomicUsize,
@@ -90,6 +92,7 @@ impl Shared {
             registrar: OnceLock::new(),
             udp: RwLock::new(HashMap::new()),
             locals: RwLock::new(std::collections::HashSet::new()),
+            connecting: Mutex::new(HashMap::new()),
             conns: Mutex::new(Connections::default()),
             next_conn: AtomicU64::new(1),
             open_connections: AtomicUsize::new(0),
@@ -105,6 +108,35 @@ impl Shared {
             .find(|a| a.is_ipv6() == v6)
             .or_else(|| udp.keys().next())
             .copied()
+    }
+
+    /// Queues `data` for a connection to `remote` that is being opened. True when no
+    /// attempt was under way: the caller must open the connection.
+    pub fn queue_for_connect(&self, remote: SocketAddr, data: Bytes) -> bool {
+        /// Messages held for one device while its connection opens.
+        const MAX_QUEUED: usize = 256;
+        let mut connecting = self.connecting.lock().unwrap_or_else(|e| e.into_inner());
+        match connecting.get_mut(&remote) {
+            Some(queue) => {
+                if queue.len() < MAX_QUEUED {
+                    queue.push(data);
+                }
+                false
+            }
+            None => {
+                connecting.insert(remote, vec![data]);
+                true
+            }
+        }
+    }
+
+    /// Ends an attempt to connect to `remote`, returning what waited for it.
+    pub fn take_connect_queue(&self, remote: SocketAddr) -> Vec<Bytes> {
+        self.connecting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&remote)
+            .unwrap_or_default()
     }
 
     /// Records a listening socket's address.

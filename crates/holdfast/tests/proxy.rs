@@ -716,16 +716,16 @@ async fn unknown_unreachable_foreign_exhausted_and_looping_requests_are_answered
         let mut alice = Ua::new(&core, Transport::Udp, "alice").await;
 
         // 404: no such user; 480: a user with no binding.
-        for (callee, status, reason) in [
-            ("nobody", 404, "Not Found"),
-            ("carol", 480, "Temporarily Unavailable"),
+        for (callee, status, reason, disposition) in [
+            ("nobody", 404, "Not Found", "failed"),
+            ("carol", 480, "Temporarily Unavailable", "no_answer"),
         ] {
             let (d, invite) = alice.call(&format!("sip:{callee}@{DOMAIN}")).await;
             let r = alice.refused(&d, &invite, status).await;
             assert_eq!(r.reason(), Some(reason), "{}", r.raw);
             let record = cdr(&core, &d.call_id, |_| true).await;
             assert_eq!(record["status"], status, "{record}");
-            assert_eq!(record["disposition"], "failed", "{record}");
+            assert_eq!(record["disposition"], disposition, "{record}");
         }
 
         // 403 for a domain holdfast does not serve, from a local user (after
@@ -1067,6 +1067,34 @@ async fn busy_and_unanswered_calls_are_recorded_so() {
         assert_eq!(record["disposition"], "no_answer", "{record}");
         assert_eq!(record["status"], 408, "{record}");
         alice.quiet().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_call_whose_bye_never_comes_is_closed_by_the_node() {
+    bounded(LIMIT, async {
+        let builder = core_builder("proxy-max-call").toml("[timers]\nmax_call_secs = 2");
+        let (core, mut alice, mut bob) = alice_and_bob(builder, false, Transport::Udp).await;
+        let started = Instant::now();
+        let (d, _) = answered_call(&mut alice, &mut bob).await;
+        let open = cdr(&core, &d.call_id, |r| r["open"] == true).await;
+        assert_eq!(open["disposition"], "answered", "{open}");
+        // Nobody sends BYE: the node ends the record after max_call_secs.
+        let closed = cdr(&core, &d.call_id, |r| r["open"] == false).await;
+        assert!(
+            started.elapsed() >= Duration::from_secs(2),
+            "closed too early"
+        );
+        assert_eq!(closed["hangup"], "node", "{closed}");
+        assert_eq!(closed["disposition"], "answered", "{closed}");
+        assert!(closed["duration_ms"].as_i64().unwrap() >= 2_000, "{closed}");
+        let (_, metrics) = core.api("GET", "/metrics", None, None).await;
+        assert!(metrics.contains("holdfast_calls_up 0"), "{metrics}");
+        assert!(
+            metrics.contains("holdfast_calls_total{disposition=\"answered\"} 1"),
+            "{metrics}"
+        );
     })
     .await;
 }

@@ -186,31 +186,42 @@ pub async fn serve<S>(shared: Arc<Shared>, io: S, peer: Peer, permit: ConnPermit
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    serve_with(shared, io, peer, permit, None).await;
+    serve_with(shared, io, peer, permit, false).await;
 }
 
 /// Opens a TCP connection to a device whose connection is gone (RFC 3261 §18.1.1:
 /// a request over TCP opens a connection when none is open) and sends `data` over it.
 /// Only addresses a device registered from reach here, never a host a message names.
 pub fn connect_and_send(shared: Arc<Shared>, remote: SocketAddr, data: Bytes) {
+    // One connection attempt per device at a time: what is sent meanwhile waits for it.
+    if !shared.queue_for_connect(remote, data) {
+        return;
+    }
     tokio::spawn(async move {
-        let Some(permit) = admit(&shared, remote, ListenTransport::Tcp) else {
-            return;
+        let tcp = match admit(&shared, remote, ListenTransport::Tcp) {
+            Some(permit) => {
+                let connect = TcpStream::connect(remote);
+                match tokio::time::timeout(Duration::from_secs(5), connect).await {
+                    Ok(Ok(tcp)) => Some((tcp, permit)),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%remote, error = %e, "connection to a device failed");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "connection to a device timed out");
+                        None
+                    }
+                }
+            }
+            None => None,
         };
-        let connect = TcpStream::connect(remote);
-        let tcp = match tokio::time::timeout(Duration::from_secs(5), connect).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => {
-                tracing::debug!(%remote, error = %e, "connection to a device failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%remote, "connection to a device timed out");
-                return;
-            }
+        let Some((tcp, permit)) = tcp else {
+            shared.take_connect_queue(remote);
+            return;
         };
         let _ = tcp.set_nodelay(true);
         let Ok(local) = tcp.local_addr() else {
+            shared.take_connect_queue(remote);
             return;
         };
         let peer = Peer {
@@ -219,7 +230,7 @@ pub fn connect_and_send(shared: Arc<Shared>, remote: SocketAddr, data: Bytes) {
             local,
             conn: None,
         };
-        serve_with(shared, tcp, peer, permit, Some(data)).await;
+        serve_with(shared, tcp, peer, permit, true).await;
     });
 }
 
@@ -228,7 +239,7 @@ async fn serve_with<S>(
     io: S,
     peer: Peer,
     _permit: ConnPermit,
-    first: Option<Bytes>,
+    opened_by_us: bool,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -252,8 +263,11 @@ async fn serve_with<S>(
         conn: Some(id),
         ..peer
     };
-    if let Some(data) = first {
-        shared.send(&peer, data);
+    if opened_by_us {
+        // What was queued while the connection was being opened.
+        for data in shared.take_connect_queue(peer.remote) {
+            shared.send(&peer, data);
+        }
     }
     read_loop(&shared, &mut rd, &peer, &close).await;
     shared.unregister_conn(id);
