@@ -182,7 +182,8 @@ listen = ["udp:127.0.0.1:$HF_PORT", "tcp:127.0.0.1:$HF_PORT"]
 [limits]
 messages_per_sec_per_ip = 1000000
 message_burst_per_ip = 1000000
-# each UDP REGISTER transaction lingers 64*T1 = 32 s after its answer
+# each authenticated UDP REGISTER's transaction lingers 64*T1 = 32 s after its answer
+# (the 401 is sent without a transaction)
 max_transactions = $HF_MAX_TX
 
 [registrar]
@@ -700,7 +701,7 @@ table="$OUT/table.md"
     done
     echo "- CPU µs/reg: the server's utime+stime over the fixed-rate step (Kamailio with its best NCHILD, all its processes) per successful registration; over UDP plus what it used in the ${TAIL_S} s after the step (holdfast frees each UDP transaction 32 s after answering it); tails in steps.tsv (tail_cpu_s). '*' = the fixed-rate step did not pass."
     if has_server holdfast; then
-        echo "- holdfast: every 200 after its binding is committed (SQLite WAL, synchronous=FULL, group commit); $hf_bindings bindings listed at the end; max_transactions $HF_MAX_TX (over UDP 2 per registration, each kept 32 s: a sustained ceiling of $((HF_MAX_TX / 64))/s), nonce_lifetime_secs $HF_NONCE_LIFETIME."
+        echo "- holdfast: every 200 after its binding is committed (SQLite WAL, synchronous=FULL, group commit); $hf_bindings bindings listed at the end; max_transactions $HF_MAX_TX (over UDP 1 per registration, the authenticated REGISTER's, kept 32 s: a sustained ceiling of $((HF_MAX_TX / 32))/s), nonce_lifetime_secs $HF_NONCE_LIFETIME."
     fi
     echo "- Kamailio: credentials in SQLite (db_sqlite, subscriber table with its username index), bindings in memory (usrloc db_mode 0)."
     echo "- Steps: $steps_tsv"
