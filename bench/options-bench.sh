@@ -66,7 +66,7 @@ RECV_TIMEOUT_MS=3000
 # the server's failure. 4 MB is the kernel's rmem_max/wmem_max here.
 SIPP_BUF=4194304
 
-kb_dir="$(cd "$kb_dir" 2>/dev/null && pwd)" || bench_die "no Kamailio bench directory (give --kamailio-bench DIR or KAMAILIO_BENCH_DIR)"
+bench_kb_dir
 KAM_CFG="$kb_dir/kamailio-bench.cfg"
 SCENARIO="$kb_dir/scenarios/options.xml"
 [ -r "$KAM_CFG" ] || bench_die "missing $KAM_CFG"
@@ -76,47 +76,13 @@ for p in "$HF_PORT" "$KAM_PORT"; do
     bench_port_busy "$p" && bench_die "port $p is in use; stop what uses it (or set HF_PORT)"
 done
 
-work="$(mktemp -d /tmp/options-bench.XXXXXX)"
-mkdir -p "$OUT"
-steps_tsv="$OUT/steps.tsv"
-ncpu="$(nproc)"
-clk_tck="$(getconf CLK_TCK)"
-started_at="$(date '+%Y-%m-%d %H:%M %Z')"
-load_start="$(bench_load)"
+bench_workdir options-bench
 
 # ---------------------------------------------------------------- processes, cleanup
-HF_TPID="" HF_PID="" KAM_TPID="" KAM_PID="" SIPP_TPID=""
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    bench_stop "$SIPP_TPID" 2
-    bench_stop "$KAM_PID" 10
-    bench_stop "$KAM_TPID" 2
-    bench_stop "$HF_PID" 10
-    bench_stop "$HF_TPID" 2
-    wait 2>/dev/null || true
-    cp -f "$work"/*.log "$OUT"/ 2>/dev/null || true
-    local d
-    for d in "$work"/kam-*; do
-        [ -f "$d/kamailio.log" ] && cp -f "$d/kamailio.log" "$OUT/kamailio-n${d##*kam-}.log"
-    done
-    rm -rf "$work"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Every server runs under an outer timeout long enough for the whole run.
-SERVER_TIMEOUT=3600
+bench_traps SIPP_TPID
 
 # ---------------------------------------------------------------- holdfast
-if [ "$build" = 1 ]; then
-    bench_log "building holdfast (cargo build --release -p holdfast)"
-    (cd "$root" && cargo build --release -p holdfast) >"$work/build.log" 2>&1 ||
-        { tail -20 "$work/build.log" >&2; bench_die "cargo build failed"; }
-fi
-HF_BIN="${HOLDFAST_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/holdfast}"
-[ -x "$HF_BIN" ] || bench_die "no holdfast binary at $HF_BIN"
+bench_hf_bin
 
 admin_port="$(bench_free_port)"
 HF_METRICS="http://127.0.0.1:$admin_port/metrics"
@@ -145,53 +111,16 @@ EOF
 HF_CONFIG_TAG="hf${HF_WRITE_QUEUE:+-wq$HF_WRITE_QUEUE}${HF_T1_MS:+-t1_$HF_T1_MS}"
 "$HF_BIN" check-config "$work/holdfast.toml" >/dev/null || bench_die "holdfast rejects the bench config"
 
-hf_start() {
-    timeout -k 5 "$SERVER_TIMEOUT" "$HF_BIN" run --config "$work/holdfast.toml" >"$work/holdfast.log" 2>&1 &
-    HF_TPID=$!
-    local i
-    for i in $(seq 1 100); do
-        if curl -s --max-time 1 "$HF_METRICS" >/dev/null 2>&1; then break; fi
-        kill -0 "$HF_TPID" 2>/dev/null || { cat "$work/holdfast.log" >&2; bench_die "holdfast exited"; }
-        sleep 0.1
-    done
-    HF_PID="$(bench_tree "$HF_TPID" | sed -n 2p)"
-    [ -n "$HF_PID" ] || bench_die "holdfast did not start"
-    bench_log "holdfast pid $HF_PID on 127.0.0.1:$HF_PORT udp+tcp, metrics $HF_METRICS"
-}
+hf_start() { bench_hf_start "metrics $HF_METRICS"; }
 
 # ---------------------------------------------------------------- Kamailio
 kam_start() {
-    local n="$1" d="$work/kam-$1" i
+    local n="$1" d="$work/kam-$1"
     mkdir -p "$d/dbtext"
     # auth_db needs its table even though OPTIONS never reach it
     printf 'id(int,auto) table_name(string) table_version(int) \n0:subscriber:7\n' >"$d/dbtext/version"
     printf 'id(int,auto) username(string) domain(string) password(string) ha1(string,null) ha1b(string,null) \n' >"$d/dbtext/subscriber"
-    local args=(-f "$KAM_CFG" -Y "$d" -A "DBURL=\"text://$d/dbtext\"" -A "CTLSOCK=\"unix:$d/ctl\"" -A "NCHILD=$n")
-    "$KAMAILIO" -c "${args[@]}" >"$d/check.log" 2>&1 || { tail "$d/check.log" >&2; bench_die "kamailio -c failed"; }
-    # -DD: the main process stays our child; -E: log to stderr; -m 2048 MB shared memory
-    (
-        ulimit -c 0
-        exec timeout -k 5 "$SERVER_TIMEOUT" "$KAMAILIO" "${args[@]}" -P "$d/pid" -DD -E -m 2048 -M 16
-    ) >"$d/kamailio.log" 2>&1 &
-    KAM_TPID=$!
-    for i in $(seq 1 100); do
-        if [ -s "$d/pid" ] && bench_port_busy "$KAM_PORT"; then break; fi
-        kill -0 "$KAM_TPID" 2>/dev/null || { tail "$d/kamailio.log" >&2; bench_die "kamailio exited"; }
-        sleep 0.1
-    done
-    KAM_PID="$(cat "$d/pid" 2>/dev/null || true)"
-    [ -n "$KAM_PID" ] || bench_die "kamailio did not start"
-    sleep 1 # let every child come up
-    bench_log "kamailio NCHILD=$n pid $KAM_PID ($(bench_tree "$KAM_PID" | wc -l) processes) on 127.0.0.1:$KAM_PORT"
-}
-
-kam_stop() {
-    bench_stop "$KAM_PID" 10
-    bench_stop "$KAM_TPID" 2
-    wait "$KAM_TPID" 2>/dev/null || true
-    KAM_PID="" KAM_TPID=""
-    local i
-    for i in $(seq 1 50); do bench_port_busy "$KAM_PORT" || break; sleep 0.1; done
+    bench_kam_start "$n" "" -A "DBURL=\"text://$d/dbtext\""
 }
 
 # holdfast keeps a UDP server transaction 64*T1 (32 s) after its answer, in a table of
@@ -209,31 +138,20 @@ printf 'server\tconfig\ttransport\trate\thold\tcalls\tcreated\tsuccessful\tfaile
 # run_sipp TRANSPORT PORT RATE CALLS STATFILE: one sipp, bounded by -timeout and timeout(1).
 # Sets SIPP_RC and SIPP_CPU_CS (sipp's user+sys in 1/100 s).
 run_sipp() {
-    local t="$1" port="$2" rate="$3" calls="$4" stat="$5" lport secs cs0 cs1
+    local t="$1" port="$2" rate="$3" calls="$4" stat="$5" lport secs
     lport="$(bench_free_port)"
     secs=$((calls / rate + RECV_TIMEOUT_MS / 1000 + 10))
-    bench_children_cpu_cs "$work/times"
-    cs0="$BENCH_CHILD_CS"
-    (cd "$work" && exec timeout -k 2 $((secs * 2 + 10)) "$SIPP" -sf "$SCENARIO" "127.0.0.1:$port" \
+    bench_sipp_run "$secs" -sf "$SCENARIO" "127.0.0.1:$port" \
         -t "$t" -i 127.0.0.1 -p "$lport" -r "$rate" -m "$calls" \
         -recv_timeout "$RECV_TIMEOUT_MS" -timeout "${secs}s" -buff_size "$SIPP_BUF" \
-        -nostdin -trace_stat -stf "$stat" -fd 1) >/dev/null 2>>"$work/sipp.log" &
-    SIPP_TPID=$!
-    SIPP_RC=0
-    wait "$SIPP_TPID" || SIPP_RC=$?
-    SIPP_TPID=""
-    bench_children_cpu_cs "$work/times"
-    cs1="$BENCH_CHILD_CS"
-    SIPP_CPU_CS=$((cs1 - cs0))
+        -nostdin -trace_stat -stf "$stat" -fd 1
 }
 
 # run_step SERVER CONFIG TRANSPORT RATE: one held step; appends a row to steps.tsv and
 # sets STEP_PASS (1/0) and STEP_ROW.
 run_step() {
     local server="$1" config="$2" t="$3" rate="$4"
-    local port rootpid calls stat pids c0 c1 idle0 idle1 t0 t1 rcv0 rcv1 dr0 dr1
-    local ov0=0 ov1=0 lh0=0 lh1=0 wq0=0 wq1=0
-    if [ "$server" = holdfast ]; then port="$HF_PORT" rootpid="$HF_PID"; else port="$KAM_PORT" rootpid="$KAM_PID"; fi
+    local calls stat ov0=0 ov1=0 lh0=0 lh1=0 wq0=0 wq1=0
     if [ "$server" = holdfast ] && [ "$HF_LAST_OVERLOADED" -gt 0 ]; then
         # the last step filled holdfast's transaction table: let it empty, or this
         # step (a retry, a lower rate) would only measure what the last one left
@@ -245,59 +163,42 @@ run_step() {
     fi
     calls=$((rate * HOLD))
     stat="$work/stat-$server-$config-$t-$rate-$RANDOM.csv"
-    mapfile -t pids < <(bench_tree "$rootpid")
-    [ "${#pids[@]}" -gt 0 ] || pids=("$rootpid")
+    bench_step_server "$server"
     if [ "$server" = holdfast ]; then
         ov0="$(bench_metric "$HF_METRICS" holdfast_overloaded_total)"
         lh0="$(bench_metric "$HF_METRICS" holdfast_limit_hits_total)"
         wq0="$(bench_metric_series "$HF_METRICS" 'holdfast_limit_hits_total{limit="write_queue"}')"
     fi
-    rcv0="$(bench_udp_rcvbuf_errors)"
-    dr0="$(bench_udp_sock_drops "$port")"
-    c0="$(bench_cpu_ticks "${pids[@]}")"
-    idle0="$(bench_idle_ticks)"
-    t0="$(date +%s%N)"
+    bench_measure_begin
 
-    run_sipp "$t" "$port" "$rate" "$calls" "$stat"
+    run_sipp "$t" "$STEP_PORT" "$rate" "$calls" "$stat"
 
-    t1="$(date +%s%N)"
-    idle1="$(bench_idle_ticks)"
-    c1="$(bench_cpu_ticks "${pids[@]}")"
-    dr1="$(bench_udp_sock_drops "$port")"
-    rcv1="$(bench_udp_rcvbuf_errors)"
+    bench_measure_end
     if [ "$server" = holdfast ]; then
         ov1="$(bench_metric "$HF_METRICS" holdfast_overloaded_total)"
         lh1="$(bench_metric "$HF_METRICS" holdfast_limit_hits_total)"
         wq1="$(bench_metric_series "$HF_METRICS" 'holdfast_limit_hits_total{limit="write_queue"}')"
     fi
 
-    # sipp's statistics: the last row holds the totals; the achieved rate is the
-    # cumulative CallRate(C) of the last row written while calls were still being made.
-    local stats reasons="-"
+    # why calls failed, from sipp's own counters (last row; in mawk's for-in order, as
+    # this bench always listed them)
+    local reasons="-"
     if [ -s "$stat" ]; then
-        # why calls failed, from sipp's own counters (last row)
         reasons="$(awk -F';' 'NR > 1 && NF > 60 { r = $0 } END {
                 n = split(r, f, ";")
                 split("22:udp_max_retrans 24:tcp_connect 26:tcp_closed 28:unexpected_msg 42:recv_timeout 20:cannot_send", k, " ")
                 out = ""
                 for (i in k) { split(k[i], kv, ":"); if (f[kv[1]] + 0 > 0) out = out (out == "" ? "" : ",") kv[2] "=" f[kv[1]] }
                 print (out == "" ? "-" : out) }' "$stat")"
-        stats="$(awk -F';' -v m="$calls" 'NR > 1 && NF > 60 {
-                created = $12; succ = $16; failed = $18; retr = $58; rate = $8
-                if (created < m) { running = rate }
-            }
-            END { if (running == "") running = rate
-                  printf "%d %d %d %d %.0f\n", created, succ, failed, retr, running }' "$stat")"
     fi
     local created succ failed retr achieved
-    read -r created succ failed retr achieved <<<"${stats:-0 0 0 0 0}"
+    read -r created succ failed retr achieved <<<"$(bench_sipp_stats "$stat" "$calls")"
 
-    local wall_ticks=$(((t1 - t0) * clk_tck / 1000000000))
     STEP_ROW="$(awk -v server="$server" -v config="$config" -v t="$t" -v rate="$rate" -v hold="$HOLD" \
         -v calls="$calls" -v created="$created" -v succ="$succ" -v failed="$failed" -v ach="$achieved" \
-        -v retr="$retr" -v cpu=$((c1 - c0)) -v tck="$clk_tck" -v scs="$SIPP_CPU_CS" -v wall=$((t1 - t0)) \
-        -v idle=$((idle1 - idle0)) -v wt="$wall_ticks" -v ncpu="$ncpu" -v rcv=$((rcv1 - rcv0)) \
-        -v dr=$((dr1 - dr0)) -v ov=$((ov1 - ov0)) -v lh=$((lh1 - lh0)) -v wq=$((wq1 - wq0)) -v rc="$SIPP_RC" \
+        -v retr="$retr" -v cpu="$M_CPU" -v tck="$clk_tck" -v scs="$SIPP_CPU_CS" -v wall="$M_WALL" \
+        -v idle="$M_IDLE" -v wt="$M_WALL_TICKS" -v ncpu="$ncpu" -v rcv="$M_RCV" \
+        -v dr="$M_DR" -v ov=$((ov1 - ov0)) -v lh=$((lh1 - lh0)) -v wq=$((wq1 - wq0)) -v rc="$SIPP_RC" \
         -v reasons="$reasons" 'BEGIN {
             pct = calls ? 100 * succ / calls : 0
             cpu_s = cpu / tck
@@ -327,6 +228,8 @@ run_step() {
         ($23 ? "pass" : "FAIL") }' <<<"$STEP_ROW" >&2
 }
 
+# (this bench's own warm-up, try_rate, series, hf_series and cpu_step: they replace
+# lib.sh's, which step by a factor and probe first)
 warmup() {
     local port="$1" t="$2"
     run_sipp "$t" "$port" 1000 1000 "$work/warmup-$RANDOM.csv"
@@ -384,8 +287,6 @@ bench_log "machine: $ncpu cores, $(uname -r); $load_start"
 bench_log "steps: from $START by $STEP up to $MAX/s, $HOLD s each, retry=$RETRY refine=$REFINE; CPU at $CPU_RATE/s or the lower of the two best rates; Kamailio NCHILD in: $NCHILD"
 hf_start
 
-declare -A MAXRATE KAMN CPURATE
-has_server() { case " $SERVERS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 for t in $TRANSPORTS; do KAMN[$t]="-"; MAXRATE[kamailio,$t]=0; MAXRATE[holdfast,$t]=0; done
 
 hf_series_end=0
@@ -395,16 +296,6 @@ hf_series() {
     series holdfast "$HF_CONFIG_TAG" "$1" "$START"
     MAXRATE[holdfast,$1]="$SERIES_BEST"
     hf_series_end="$(date +%s)"
-}
-
-# cpu_rate TRANSPORT: CPU_RATE, or the lower of the two servers' best rates when that
-# is lower (both passed it or faster); sets CPURATE[TRANSPORT].
-cpu_rate() {
-    local r="$CPU_RATE" m
-    for m in "${MAXRATE[holdfast,$1]}" "${MAXRATE[kamailio,$1]}"; do
-        if [ "$m" -gt 0 ] && [ "$m" -lt "$r" ]; then r="$m"; fi
-    done
-    CPURATE[$1]="$r"
 }
 
 # cpu_step SERVER CONFIG TRANSPORT: the fixed-rate step, unless this configuration
@@ -465,29 +356,9 @@ hf_stop_metrics="$(curl -s --max-time 2 "$HF_METRICS" | grep -v '^#' | awk '$2 !
 load_end="$(bench_load)"
 
 # ---------------------------------------------------------------- the table
-# CPU per transaction at the transport's fixed rate: the lowest of the steps that passed
-# at that rate (for Kamailio over every NCHILD tried); "*" = none passed (lowest shown).
-cpu_at() {
-    awk -F'\t' -v s="$1" -v t="$2" -v r="${CPURATE[$2]}" '
-        $1 == s && $3 == t && $4 == r {
-            if ($23 == 1 && (p == "" || $14 < p)) p = $14
-            if (a == "" || $14 < a) a = $14
-        }
-        END { if (p != "") printf "%.1f", p; else if (a != "") printf "%.1f*", a; else printf "-" }' "$steps_tsv"
-}
-# ratio A B: A/B; "*" when either figure is flagged.
-ratio() {
-    local flag=""
-    case "$1$2" in *'*'*) flag="*" ;; esac
-    awk -v a="${1%\*}" -v b="${2%\*}" -v f="$flag" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f%s", a / b, f; else printf "-" }'
-}
-# max_cell SERVER TRANSPORT: the best rate, or "<R" with R the lowest failing rate.
-max_cell() {
-    local best="${MAXRATE[$1,$2]}"
-    if [ "$best" -gt 0 ]; then echo "$best"; return; fi
-    awk -F'\t' -v s="$1" -v t="$2" '$1 == s && $3 == t && $23 == 0 && (m == "" || $4 < m) { m = $4 }
-        END { print (m == "" ? "-" : "<" m) }' "$steps_tsv"
-}
+# CPU per transaction at the transport's fixed rate (cpu_at): the lowest of the steps that
+# passed at that rate (for Kamailio over every NCHILD tried); "*" = none passed (lowest shown).
+COL_KIND=0 COL_RATE=4 COL_US=14 COL_PASS=23
 # fail_note SERVER TRANSPORT: what the first failing step of a series showed.
 fail_note() {
     awk -F'\t' -v s="$1" -v t="$2" '$1 == s && $3 == t && $23 == 0 {
@@ -508,22 +379,12 @@ table="$OUT/table.md"
     echo
     echo "| transport | holdfast max/s | Kamailio max/s | ratio hf/kam | CPU measured at | holdfast CPU µs/txn | Kamailio CPU µs/txn | ratio hf/kam |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-    for t in $TRANSPORTS; do
-        case "$t" in u1) tn="UDP" ;; t1) tn="TCP" ;; *) tn="$t" ;; esac
-        hm="$(max_cell holdfast "$t")" km="$(max_cell kamailio "$t")"
-        hc="$(cpu_at holdfast "$t")" kc="$(cpu_at kamailio "$t")"
-        echo "| $tn (-t $t) | $hm | $km | $(ratio "$hm" "$km") | ${CPURATE[$t]:-$CPU_RATE}/s | $hc | $kc | $(ratio "$hc" "$kc") |"
-    done
+    bench_table_rows
     echo
     for t in $TRANSPORTS; do
         echo "- -t $t: Kamailio's best NCHILD ${KAMN[$t]}; sipp CPU at the best step: holdfast $(sipp_at holdfast "$t" "${MAXRATE[holdfast,$t]}") %, Kamailio $(sipp_at kamailio "$t" "${MAXRATE[kamailio,$t]}") % (near 100 % sipp is the limit, not the server)"
     done
-    for t in $TRANSPORTS; do
-        for srv in holdfast kamailio; do
-            n="$(fail_note "$srv" "$t")"
-            [ -n "$n" ] && echo "- -t $t $srv: $n"
-        done
-    done
+    bench_table_failures
     echo "- '*' = no step at the fixed rate passed for that server (its lowest figure is shown)."
     if has_server holdfast; then
         echo "- holdfast over UDP keeps each answered transaction 64*T1 = $((64 * ${HF_T1_MS:-500} / 1000)) s in a table of $HF_TX_TABLE (then 503, holdfast_overloaded_total): its sustained UDP ceiling is $((HF_TX_TABLE * 1000 / (64 * ${HF_T1_MS:-500})))/s; a $HOLD s step on an empty table can pass up to about $((HF_TX_TABLE / HOLD))/s."
