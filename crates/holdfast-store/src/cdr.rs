@@ -3,7 +3,8 @@
 //! CLI and a restarted node.
 //!
 //! A record is keyed by [`CallRecord::id`], which the proxy makes unique per attempt;
-//! writing a record with a known id replaces it ([`CdrOp::Put`]). Times are Unix
+//! writing a record with a known id replaces it ([`CdrOp::Put`]); the end of an open
+//! call touches only its end ([`CdrOp::End`]). Times are Unix
 //! milliseconds. Queries go newest first and page with an opaque keyset cursor, so a
 //! page costs the same wherever it is in the history and records written meanwhile
 //! neither repeat nor hide others.
@@ -152,9 +153,20 @@ impl CallRecord {
 /// One change to the call records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+// Ops are short-lived and mostly Puts: boxing the record would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 pub enum CdrOp {
     /// Adds the record, or replaces the one with the same [`id`](CallRecord::id).
     Put(CallRecord),
+    /// Ends the open call `id` (answered, not yet ended): sets its end time and which
+    /// side hung up, nothing else. Cheaper than a [`Put`](CdrOp::Put) of the whole
+    /// record: the indexes on the other fields are not touched. A record that is not
+    /// open (unknown, never answered or already ended) is left as it is.
+    End {
+        id: String,
+        ended_at_ms: i64,
+        hangup: HangupSide,
+    },
 }
 
 /// Which records a [`Cdrs::query`] returns. Every condition set must hold.
@@ -235,6 +247,8 @@ pub(crate) fn validate_op(op: &CdrOp) -> Result<(), StoreError> {
             }
             Ok(())
         }
+        CdrOp::End { id, .. } if id.is_empty() => invalid("id", "empty"),
+        CdrOp::End { .. } => Ok(()),
     }
 }
 

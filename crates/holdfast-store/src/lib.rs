@@ -14,7 +14,8 @@
 //!   (AOR, +sip.instance, reg-id) when the device sent an instance (RFC 5626 §6). Changes
 //!   are applied as [`BindingOp`]s; time is always an argument (`now`, Unix seconds).
 //! - [`Cdrs`]: call records, one [`CallRecord`] per call attempt, keyed by its `id`
-//!   and replaced whole by [`CdrOp::Put`] (when answered, then when ended). A record
+//!   and written whole by [`CdrOp::Put`] (when answered, or once when it failed), then
+//!   ended by [`CdrOp::End`] (end time and hangup side only). A record
 //!   with an answer and no end is an open call, which a restarted node reloads with
 //!   [`Cdrs::open_calls`]. [`Cdrs::query`] pages newest first with an opaque keyset
 //!   cursor, filtered by start time, user (caller or callee) and [`Disposition`]; times

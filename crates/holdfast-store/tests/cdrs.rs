@@ -91,6 +91,55 @@ async fn an_open_call_is_closed_by_a_second_put_with_the_same_id() {
 }
 
 #[tokio::test]
+async fn end_closes_only_an_open_call_and_changes_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let open = call("c1", "alice@example.com", "bob@example.com", T0);
+    let refused = failed(
+        call("c2", "alice@example.com", "carol@example.com", T0 + 1),
+        Disposition::Busy,
+        486,
+    );
+    store
+        .record(vec![CdrOp::Put(open.clone()), CdrOp::Put(refused.clone())])
+        .await
+        .unwrap();
+    let end = |id: &str, after_answer: i64, hangup| CdrOp::End {
+        id: id.to_owned(),
+        ended_at_ms: T0 + 1_000 + after_answer,
+        hangup,
+    };
+    // The open call ends; a failed call (never answered) and an unknown id are left
+    // alone, in the same write.
+    store
+        .record(vec![
+            end("c1", 30_000, HangupSide::Caller),
+            end("c2", 1, HangupSide::Callee),
+            end("nope", 1, HangupSide::Callee),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.open_calls("node-a").await.unwrap(), []);
+    let page = store.query(CdrFilter::default()).await.unwrap();
+    let closed = ended(open, 30_000, HangupSide::Caller);
+    assert_eq!(page.records, [refused.clone(), closed.clone()]);
+    assert_eq!(page.records[1].duration_ms(), 30_000);
+    // A second end (a retransmitted BYE handled twice) does not move the first.
+    store
+        .record(vec![end("c1", 99_000, HangupSide::Callee)])
+        .await
+        .unwrap();
+    let page = store.query(CdrFilter::default()).await.unwrap();
+    assert_eq!(page.records, [refused, closed]);
+    // An empty id is refused like a Put's.
+    let err = store.record(vec![end("", 1, HangupSide::Node)]).await;
+    assert!(
+        matches!(err, Err(StoreError::Invalid { field: "id", .. })),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
 async fn every_field_round_trips_including_extremes() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();

@@ -45,10 +45,27 @@ async fn health(State(app): State<App>) -> impl IntoResponse {
 }
 
 async fn metrics(State(app): State<App>) -> impl IntoResponse {
-    let body = app
+    let mut body = app
         .shared
         .metrics
         .render(app.shared.guard.bans(Instant::now()).len());
+    let store = app.store.stats();
+    for (name, help, v) in [
+        (
+            "holdfast_store_commits_total",
+            "Transactions committed by the store's writer (each one fsync)",
+            store.commits,
+        ),
+        (
+            "holdfast_store_writes_total",
+            "Write jobs (a batch of bindings or of call records) committed or failed; writes / commits is the group-commit factor",
+            store.writes,
+        ),
+    ] {
+        body.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+        ));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 

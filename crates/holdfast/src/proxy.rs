@@ -85,9 +85,14 @@ impl Domains {
 
     /// Whether `domain` is served, when the cache is fresh.
     pub fn cached(&self, domain: &str) -> Option<bool> {
+        self.cached_for(domain, Duration::ZERO)
+    }
+
+    /// Whether `domain` is served, when the cache stays fresh for `margin` at least.
+    pub fn cached_for(&self, domain: &str, margin: Duration) -> Option<bool> {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let (at, set) = &*cache;
-        at.is_some_and(|t| t.elapsed() < DOMAIN_TTL)
+        at.is_some_and(|t| t.elapsed() < DOMAIN_TTL.saturating_sub(margin))
             .then(|| set.contains(&domain.to_ascii_lowercase()))
     }
 
@@ -257,20 +262,34 @@ fn unavailable((key, request, _): (TransactionKey, Message, Peer)) -> Admission 
     }
 }
 
+/// How long every cache entry [`decide`] reads must stay fresh when [`cached`] says
+/// yes: far longer than the decision takes, so that no entry can expire between the
+/// check and the decision (which would leave a caller's request undecided).
+const DECIDE_MARGIN: Duration = Duration::from_millis(200);
+
 /// Whether the caches hold everything [`decide`] reads for this request (what
-/// [`warm`] fills).
+/// [`warm`] fills), fresh for [`DECIDE_MARGIN`] at least.
 fn cached(registrar: &Registrar, domains: &Domains, request: &Message) -> bool {
+    let margin = DECIDE_MARGIN;
     if let Some((_, domain)) = request.from().and_then(|f| aor_of_uri(&f.uri)) {
-        match domains.cached(&domain) {
+        match domains.cached_for(&domain, margin) {
             None => return false,
-            Some(true) if !registrar.proxy_credentials_cached(request, &domain) => return false,
+            Some(true) if !registrar.proxy_credentials_cached(request, &domain, margin) => {
+                return false
+            }
             _ => {}
         }
     }
     if let Some((user, domain)) = request.request_uri().and_then(aor_of_uri) {
-        match domains.cached(&domain) {
+        match domains.cached_for(&domain, margin) {
             None => return false,
-            Some(true) if registrar.user_exists_cached(&user, &domain).is_none() => return false,
+            Some(true)
+                if registrar
+                    .user_exists_cached(&user, &domain, margin)
+                    .is_none() =>
+            {
+                return false
+            }
             _ => {}
         }
     }
@@ -353,7 +372,7 @@ fn decide(
         Some(true) => {}
     }
     // 3. The callee.
-    match registrar.user_exists_cached(&user, &domain) {
+    match registrar.user_exists_cached(&user, &domain, Duration::ZERO) {
         None => return Err(Box::new((key, request, peer))),
         Some(false) => return Ok(refuse(key, &request, 404, "Not Found")),
         Some(true) => {}

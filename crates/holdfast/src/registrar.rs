@@ -334,7 +334,7 @@ impl Registrar {
             return Some(self.challenge(&request, domain, false, now));
         };
         let username = digest_user(creds);
-        if let Some(stored) = self.cached_credentials(&username, domain) {
+        if let Some(stored) = self.cached_credentials(&username, domain, Duration::ZERO) {
             let verdict = self.verify(creds, b"REGISTER", domain, stored.as_deref(), now);
             return self.decide(shared, key, request, peer, aor, &username, verdict, now);
         }
@@ -532,9 +532,11 @@ impl Registrar {
             .cloned()
     }
 
-    /// Whether `user@domain` exists, when the credential cache has a fresh answer.
-    pub fn user_exists_cached(&self, user: &str, domain: &str) -> Option<bool> {
-        self.cached_credentials(user, domain).map(|c| c.is_some())
+    /// Whether `user@domain` exists, when the credential cache has an answer that stays
+    /// fresh for `margin` at least.
+    pub fn user_exists_cached(&self, user: &str, domain: &str, margin: Duration) -> Option<bool> {
+        self.cached_credentials(user, domain, margin)
+            .map(|c| c.is_some())
     }
 
     /// Looks up `user@domain` so that the cache has a fresh answer.
@@ -551,11 +553,17 @@ impl Registrar {
     }
 
     /// Whether the cache holds what [`authorize_cached`](Self::authorize_cached) needs
-    /// for this request (nothing, when it offers no credentials for `domain`).
-    pub fn proxy_credentials_cached(&self, request: &Message, domain: &str) -> bool {
+    /// for this request, fresh for `margin` at least (nothing, when it offers no
+    /// credentials for `domain`).
+    pub fn proxy_credentials_cached(
+        &self,
+        request: &Message,
+        domain: &str,
+        margin: Duration,
+    ) -> bool {
         match digest_credentials(request, HeaderName::ProxyAuthorization, domain) {
             Some(creds) => self
-                .cached_credentials(&digest_user(creds), domain)
+                .cached_credentials(&digest_user(creds), domain, margin)
                 .is_some(),
             None => true,
         }
@@ -587,7 +595,7 @@ impl Registrar {
             )));
         };
         let username = digest_user(creds);
-        let stored = self.cached_credentials(&username, domain)?;
+        let stored = self.cached_credentials(&username, domain, Duration::ZERO)?;
         let method = request.method().map(|m| m.as_bytes()).unwrap_or_default();
         let verdict = self.verify(creds, method, domain, stored.as_deref(), now);
         Some(match verdict {
@@ -623,14 +631,20 @@ impl Registrar {
         }
     }
 
-    /// A fresh cached answer for `username@domain`: `Some(None)` when the user does
-    /// not exist, `None` when the cache has nothing fresh.
-    fn cached_credentials(&self, username: &str, domain: &str) -> Option<Option<Arc<Ha1>>> {
+    /// A cached answer for `username@domain` that stays fresh for `margin` at least:
+    /// `Some(None)` when the user does not exist, `None` when the cache has nothing
+    /// fresh.
+    fn cached_credentials(
+        &self,
+        username: &str,
+        domain: &str,
+        margin: Duration,
+    ) -> Option<Option<Arc<Ha1>>> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(
             username,
             domain,
             Instant::now(),
-            Duration::ZERO,
+            margin,
         )
     }
 

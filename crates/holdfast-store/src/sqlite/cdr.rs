@@ -20,6 +20,11 @@ pub(super) fn record(conn: &Connection, ops: &[CdrOp]) -> Result<(), StoreError>
     for op in ops {
         match op {
             CdrOp::Put(record) => put(conn, record)?,
+            CdrOp::End {
+                id,
+                ended_at_ms,
+                hangup,
+            } => end(conn, id, *ended_at_ms, *hangup)?,
         }
     }
     Ok(())
@@ -63,6 +68,23 @@ fn put(conn: &Connection, r: &CallRecord) -> Result<(), StoreError> {
             r.node,
         ])
     })
+    .map_err(sqlite_error)?;
+    Ok(())
+}
+
+/// Sets only the end of an open call: of the indexes, only the partial `cdrs_open`
+/// changes (the call leaves it).
+fn end(
+    conn: &Connection,
+    id: &str,
+    ended_at_ms: i64,
+    hangup: HangupSide,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE cdrs SET ended_at = ?2, hangup = ?3
+         WHERE id = ?1 AND answered_at IS NOT NULL AND ended_at IS NULL",
+    )
+    .and_then(|mut stmt| stmt.execute(params![id, ended_at_ms, hangup.as_str()]))
     .map_err(sqlite_error)?;
     Ok(())
 }
