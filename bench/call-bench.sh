@@ -292,7 +292,9 @@ run_step() {
     read -r created succ failed retr achieved <<<"$(bench_sipp_stats "$stat" "$calls")"
     reasons="$(bench_sipp_fail_reasons "$stat")"
     codes="$(bench_sipp_unexpected "$err")"
-    mkdir -p /tmp/cb-errs; cp "$err"* /tmp/cb-errs/ 2>/dev/null || true; rm -f "$err"*
+    # sipp's error log of a step with failures is kept in OUT/sipp-errors.
+    if [ -s "$err" ]; then mkdir -p "$OUT/sipp-errors" && cp "$err"* "$OUT/sipp-errors/" 2>/dev/null || true; fi
+    rm -f "$err"*
 
     STEP_END_TICKS="$M_C1" STEP_END_S="$(date +%s)" STEP_PIDS="${STEP_PID_LIST[*]}"
     STEP_ROW="$(awk -v server="$server" -v config="$config" -v t="$t" -v kind="$kind" -v rate="$rate" -v hold="$HOLD" \

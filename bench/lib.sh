@@ -242,6 +242,7 @@ bench_need_kam_sqlite() {
 bench_workdir() {
     work="$(mktemp -d "/tmp/$1.XXXXXX")"
     mkdir -p "$OUT"
+    rm -rf "$OUT/sipp-errors"
     steps_tsv="$OUT/steps.tsv"
     ncpu="$(nproc)"
     clk_tck="$(getconf CLK_TCK)"
