@@ -98,28 +98,48 @@ pub struct Calls {
 }
 
 impl Calls {
-    /// Reloads this node's open calls and starts the writer.
+    /// Reloads this node's open calls, each into the core shard of its Call-ID (of
+    /// `shards`), and starts the writer they share. Returns one `Calls` per shard.
     pub async fn start(
         store: Arc<SqliteStore>,
         node: String,
         metrics: Arc<crate::metrics::Metrics>,
-    ) -> anyhow::Result<Calls> {
+        shards: usize,
+    ) -> anyhow::Result<Vec<Calls>> {
         let open = store.open_calls(&node).await?;
         tracing::info!(open = open.len(), "open calls loaded");
-        let up: HashMap<String, CallRecord> =
-            open.into_iter().map(|r| (r.call_id.clone(), r)).collect();
-        let (writes, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(store, rx));
         metrics
             .calls_up
-            .store(up.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(Calls {
-            metrics,
-            node,
-            attempts: HashMap::new(),
-            up,
-            writes,
-        })
+            .store(open.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let (writes, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(store, rx));
+        let mut all: Vec<Calls> = (0..shards.max(1))
+            .map(|_| Calls {
+                metrics: metrics.clone(),
+                node: node.clone(),
+                attempts: HashMap::new(),
+                up: HashMap::new(),
+                writes: writes.clone(),
+            })
+            .collect();
+        let n = all.len();
+        for record in open {
+            let shard = crate::shared::shard_of(Some(record.call_id.as_bytes()), n);
+            if let Some(calls) = all.get_mut(shard) {
+                calls.up.insert(record.call_id.clone(), record);
+            }
+        }
+        Ok(all)
+    }
+
+    /// Counts a call up (`true`) or down in holdfast_calls_up, which all shards share.
+    fn count_up(&self, up: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if up {
+            self.metrics.calls_up.fetch_add(1, Relaxed);
+        } else {
+            self.metrics.calls_up.fetch_sub(1, Relaxed);
+        }
     }
 
     fn record(&self, start: CallStart, status: u16, disposition: Disposition) -> CallRecord {
@@ -155,9 +175,6 @@ impl Calls {
     }
 
     fn write(&self, op: CdrOp) {
-        self.metrics
-            .calls_up
-            .store(self.up.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if self.writes.send(op).is_err() {
             tracing::error!("call record writer stopped; a record is lost");
         }
@@ -182,8 +199,13 @@ impl Calls {
         };
         let record = self.record(start, status, disposition(status, ending));
         self.metrics.call(record.disposition);
-        if record.disposition == Disposition::Answered {
-            self.up.insert(record.call_id.clone(), record.clone());
+        if record.disposition == Disposition::Answered
+            && self
+                .up
+                .insert(record.call_id.clone(), record.clone())
+                .is_none()
+        {
+            self.count_up(true);
         }
         self.write(CdrOp::Put(record));
     }
@@ -207,6 +229,7 @@ impl Calls {
             .collect();
         for call_id in stale {
             if let Some(record) = self.up.remove(&call_id) {
+                self.count_up(false);
                 self.end(record.id, now, HangupSide::Node);
             }
         }
@@ -220,6 +243,7 @@ impl Calls {
         let Some(record) = self.up.remove(String::from_utf8_lossy(call_id).as_ref()) else {
             return;
         };
+        self.count_up(false);
         let from = request
             .from()
             .and_then(|f| aor_of_uri(&f.uri))

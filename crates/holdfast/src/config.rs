@@ -30,6 +30,9 @@ pub struct SipConfig {
     pub listen: Vec<String>,
     /// Seconds a draining core waits for transactions on SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// Core shards: each runs its own transaction layer and proxy for the Call-IDs
+    /// that hash to it, in parallel with the others. 0: one per processor.
+    pub core_shards: usize,
 }
 
 impl Default for SipConfig {
@@ -37,9 +40,24 @@ impl Default for SipConfig {
         SipConfig {
             listen: vec!["udp:0.0.0.0:5060".into(), "tcp:0.0.0.0:5060".into()],
             shutdown_grace_secs: 5,
+            core_shards: 0,
         }
     }
 }
+
+impl SipConfig {
+    /// The number of core shards to run: `core_shards`, or one per processor.
+    pub fn shards(&self) -> usize {
+        match self.core_shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .min(MAX_CORE_SHARDS)
+    }
+}
+
+/// Most core shards: more than the processors gains nothing.
+pub const MAX_CORE_SHARDS: usize = 64;
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -421,6 +439,11 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         if self.sip.listen.is_empty() {
             p.push("[sip] listen: at least one listener is required".into());
+        }
+        if self.sip.core_shards > MAX_CORE_SHARDS {
+            p.push(format!(
+                "[sip] core_shards: at most {MAX_CORE_SHARDS} (0: one per processor)"
+            ));
         }
         for spec in &self.sip.listen {
             match parse_listen(spec) {

@@ -21,14 +21,13 @@ use holdfast_core::{
     TransactionState, Transport,
 };
 use holdfast_sip::{validate, Answer, Header, Message, Method, ValidationPolicy};
-use holdfast_store::SqliteStore;
 use tokio::sync::mpsc;
 
 use crate::calls::Calls;
 use crate::config::ListenTransport;
 use crate::proxy::{resolve_in_dialog, Admission, Domains, InDialog};
 use crate::registrar::{Registrar, Reply};
-use crate::shared::{Inbound, Peer, Shared};
+use crate::shared::{shard_of, Inbound, Peer, Shared};
 
 /// What the core's own URI (no user part) accepts; requests for users are proxied.
 pub const ALLOW: &str = "OPTIONS, REGISTER";
@@ -55,24 +54,32 @@ struct Core {
     admissions: mpsc::Sender<Admission>,
     /// INVITEs cancelled while being admitted: answered 487 when admission ends.
     cancelled: HashSet<TransactionKey>,
+    /// This shard's index (see [`crate::shared::shard_of`]).
+    shard: usize,
 }
 
+/// One core shard: the transaction layer and proxy for the Call-IDs that hash to it
+/// (see [`crate::shared::shard_of`]), fed by `rx` (messages) and `replies` (the
+/// registrar's answers for its transactions).
 pub async fn run(
+    shard: usize,
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<Inbound>,
     registrar: Arc<Registrar>,
     mut replies: mpsc::Receiver<Reply>,
-    store: Arc<SqliteStore>,
+    domains: Arc<Domains>,
     calls: Calls,
 ) {
     let timers = &shared.config.timers;
+    // The limit is the node's: each shard holds its share.
+    let max_transactions = (shared.config.limits.max_transactions / shared.core_tx.len()).max(1);
     let layer = TransactionLayer::new(TxConfig {
         timers: TimerConfig::new(
             Duration::from_millis(timers.t1_ms),
             Duration::from_millis(timers.t2_ms),
             Duration::from_millis(timers.t4_ms),
         ),
-        max_transactions: shared.config.limits.max_transactions,
+        max_transactions,
     });
     let proxy = Proxy::new(ProxyConfig {
         timer_c: Duration::from_secs(shared.config.timers.timer_c_secs),
@@ -80,7 +87,7 @@ pub async fn run(
     });
     let (admissions, mut admitted) = mpsc::channel(65_536);
     let mut core = Core {
-        domains: Arc::new(Domains::new(store)),
+        domains,
         shared,
         layer,
         proxy,
@@ -88,6 +95,7 @@ pub async fn run(
         calls,
         admissions,
         cancelled: HashSet::new(),
+        shard,
     };
     let mut batch = Vec::with_capacity(64);
     let mut answered = Vec::with_capacity(64);
@@ -109,13 +117,8 @@ pub async fn run(
                     return;
                 }
                 let now = now();
-                for Inbound { msg, peer } in batch.drain(..) {
-                    // The core's handling runs under the same guard as a connection's:
-                    // a fault here costs one message, never the service.
-                    let shared = core.shared.clone();
-                    let _ = crate::transport::guarded(&shared, &peer, || {
-                        let _ = core.layer.handle_message(msg, to_core(&peer), now);
-                    });
+                for inbound in batch.drain(..) {
+                    core.inbound(inbound, now);
                 }
             }
             n = replies.recv_many(&mut answered, 64), if !replies_closed => {
@@ -215,6 +218,37 @@ pub fn screen(shared: &Shared, mut msg: Message, peer: &Peer) -> Option<Message>
 }
 
 impl Core {
+    /// A message for this shard. A datagram is parsed and screened here first; one
+    /// whose parsed Call-ID is another shard's (a header the quick look at the raw
+    /// datagram read differently) is passed on to that shard.
+    fn inbound(&mut self, inbound: Inbound, now: Instant) {
+        // The core's handling runs under the same guard as a connection's: a fault
+        // here costs one message, never the service.
+        let shared = self.shared.clone();
+        let (msg, peer) = match inbound {
+            Inbound::Message { msg, peer } => (msg, peer),
+            Inbound::Datagram { data, peer } => {
+                let screened = crate::transport::guarded(&shared, &peer, || {
+                    crate::transport::parse(&shared, &peer, data)
+                        .and_then(|msg| crate::transport::screened(&shared, &peer, msg))
+                });
+                let Some(Some(msg)) = screened else {
+                    return;
+                };
+                let shard = shard_of(msg.call_id(), shared.core_tx.len());
+                if shard != self.shard {
+                    let to = shared.shard(shard);
+                    crate::transport::to_shard(&shared, to, Inbound::Message { msg, peer });
+                    return;
+                }
+                (msg, peer)
+            }
+        };
+        let _ = crate::transport::guarded(&shared, &peer, || {
+            let _ = self.layer.handle_message(msg, to_core(&peer), now);
+        });
+    }
+
     /// Carries out what the transaction layer and the proxy ask for.
     fn drain(&mut self) {
         let now = now();

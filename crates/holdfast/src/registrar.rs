@@ -56,6 +56,26 @@ pub enum Response {
     Encoded(EncodedResponse),
 }
 
+/// The queues back to the core shards: a reply goes to the shard that holds its
+/// transaction, the one of its request's Call-ID.
+#[derive(Debug, Clone)]
+pub struct Replies(Arc<[mpsc::Sender<Reply>]>);
+
+impl Replies {
+    pub fn new(shards: Vec<mpsc::Sender<Reply>>) -> Replies {
+        Replies(shards.into())
+    }
+
+    /// Sends `reply` to the shard of `call_id`, its request's (nothing when the core
+    /// has stopped).
+    async fn send(&self, call_id: Option<impl AsRef<[u8]>>, reply: Reply) {
+        let i = crate::shared::shard_of(call_id, self.0.len());
+        if let Some(shard) = self.0.get(i) {
+            let _ = shard.send(reply).await;
+        }
+    }
+}
+
 impl Reply {
     /// Sends the response through its transaction.
     pub fn respond(self, layer: &mut TransactionLayer, now: std::time::Instant) {
@@ -133,7 +153,7 @@ pub struct Registrar {
     recent: RecentChallenges,
     user_failures: Mutex<HashMap<String, (u32, Instant)>>,
     jobs: mpsc::Sender<Job>,
-    replies: mpsc::Sender<Reply>,
+    replies: Replies,
     failures_per_user: u32,
     window: Duration,
     /// Lower-cased User-Agent substrings that get MD5-only challenges.
@@ -246,7 +266,7 @@ impl Registrar {
     pub async fn start(
         shared: &Arc<Shared>,
         store: Arc<SqliteStore>,
-        replies: mpsc::Sender<Reply>,
+        replies: Replies,
     ) -> anyhow::Result<Arc<Registrar>> {
         let cfg = &shared.config.registrar;
         let now = unix_now();
@@ -350,11 +370,13 @@ impl Registrar {
                 Some(creds) => this.verify(creds, b"REGISTER", domain, stored.as_deref(), now),
                 None => Verdict::Failed,
             };
+            let call_id = request.call_id().cloned();
             if let Some(response) =
                 this.decide(&shared, &key, request, peer, aor, &username, verdict, now)
             {
                 let response = Response::Message(Box::new(response));
-                let _ = this.replies.send(Reply { key, response }).await;
+                let reply = Reply { key, response };
+                this.replies.send(call_id, reply).await;
             }
         });
         None
@@ -733,7 +755,7 @@ async fn location_actor(
     location: Arc<RwLock<Location>>,
     config: RegistrarConfig,
     mut jobs: mpsc::Receiver<Job>,
-    replies: mpsc::Sender<Reply>,
+    replies: Replies,
 ) {
     let node = shared.config.registrar.node_name.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -760,7 +782,8 @@ async fn location_actor(
                     match outcome {
                         RegisterOutcome::Reject(response) => {
                             let response = Response::Encoded(response);
-                            let _ = replies.send(Reply { key: job.key, response }).await;
+                            let reply = Reply { key: job.key, response };
+                            replies.send(job.request.call_id(), reply).await;
                         }
                         RegisterOutcome::Update { aor, bindings, response } => {
                             let mut ops = Vec::with_capacity(bindings.len().saturating_add(1));
@@ -805,7 +828,7 @@ async fn answer_when_durable(
         StoreError,
     >,
     pending: Vec<Pending>,
-    replies: mpsc::Sender<Reply>,
+    replies: Replies,
 ) {
     let results = match commit {
         Ok(done) => done.await,
@@ -842,11 +865,10 @@ async fn answer_when_durable(
                 Response::Message(Box::new(r))
             }
         };
-        let _ = replies
-            .send(Reply {
-                key: p.key,
-                response,
-            })
-            .await;
+        let reply = Reply {
+            key: p.key,
+            response,
+        };
+        replies.send(p.request.call_id(), reply).await;
     }
 }

@@ -81,7 +81,8 @@ pub async fn run(
         config.limits.max_connections = room.max(1);
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (core_tx, core_rx) = mpsc::channel(16_384);
+    let shards = config.sip.shards();
+    let (core_tx, core_rx): (Vec<_>, Vec<_>) = (0..shards).map(|_| mpsc::channel(16_384)).unzip();
     let tls = if config
         .listeners()
         .iter()
@@ -98,31 +99,46 @@ pub async fn run(
             .with_context(|| format!("opening the data directory {}", data_dir.display()))?,
     );
     ensure_users(&store, &users).await?;
-    let (reply_tx, reply_rx) = mpsc::channel(65_536);
-    let registrar = crate::registrar::Registrar::start(&shared, store.clone(), reply_tx).await?;
+    let (reply_tx, reply_rx): (Vec<_>, Vec<_>) = (0..shards).map(|_| mpsc::channel(65_536)).unzip();
+    let replies = crate::registrar::Replies::new(reply_tx);
+    let registrar = crate::registrar::Registrar::start(&shared, store.clone(), replies).await?;
     let _ = shared.registrar.set(registrar.clone());
     let calls = crate::calls::Calls::start(
         store.clone(),
         config.registrar.node_name.clone(),
         shared.metrics.clone(),
+        shards,
     )
     .await?;
-    let core = tokio::spawn(crate::core::run(
-        shared.clone(),
-        core_rx,
-        registrar,
-        reply_rx,
-        store.clone(),
-        calls,
-    ));
+    let domains = Arc::new(crate::proxy::Domains::new(store.clone()));
+    let cores: Vec<_> = core_rx
+        .into_iter()
+        .zip(reply_rx)
+        .zip(calls)
+        .enumerate()
+        .map(|(shard, ((rx, replies), calls))| {
+            tokio::spawn(crate::core::run(
+                shard,
+                shared.clone(),
+                rx,
+                registrar.clone(),
+                replies,
+                domains.clone(),
+                calls,
+            ))
+        })
+        .collect();
+    tracing::info!(shards, "core shards running");
     let mut tasks = Vec::new();
     for l in config.listeners() {
         match l.transport {
             ListenTransport::Udp => {
-                let sock = Arc::new(
-                    transport::udp::bind(l.addr)
-                        .with_context(|| format!("binding udp:{}", l.addr))?,
-                );
+                let std_sock = transport::udp::bind(l.addr)
+                    .with_context(|| format!("binding udp:{}", l.addr))?;
+                // One descriptor for sending from the runtime, one for the receiving
+                // thread.
+                let receiver = std_sock.try_clone()?;
+                let sock = Arc::new(tokio::net::UdpSocket::from_std(std_sock)?);
                 let local = sock.local_addr()?;
                 shared.add_local(local);
                 shared
@@ -131,7 +147,10 @@ pub async fn run(
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(local, sock.clone());
                 tracing::info!(%local, "listening on udp");
-                tasks.push(tokio::spawn(transport::udp::serve(shared.clone(), sock)));
+                let thread = transport::udp::spawn_receiver(shared.clone(), receiver)?;
+                tasks.push(tokio::task::spawn_blocking(move || {
+                    let _ = thread.join();
+                }));
             }
             t => {
                 let listener = TcpListener::bind(l.addr)
@@ -178,7 +197,9 @@ pub async fn run(
     })
     .await;
     shared.close_all_connections();
-    core.abort();
+    for core in cores {
+        core.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }

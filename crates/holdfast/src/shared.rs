@@ -27,11 +27,16 @@ pub struct Peer {
     pub conn: Option<u64>,
 }
 
-/// A parsed message on its way to the core.
+/// A message on its way to a core shard.
 #[derive(Debug)]
-pub struct Inbound {
-    pub msg: Message,
-    pub peer: Peer,
+// Moved once through a channel whose slots are sized for the larger variant anyway.
+#[allow(clippy::large_enum_variant)]
+pub enum Inbound {
+    /// Parsed and screened where it was received (a stream connection's task).
+    Message { msg: Message, peer: Peer },
+    /// A datagram as received: the shard parses and screens it, so that the socket's
+    /// receiving task only receives and the parsing runs on every shard in parallel.
+    Datagram { data: Bytes, peer: Peer },
 }
 
 /// The live stream connections, by id and by remote address (the newest one wins).
@@ -60,7 +65,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub guard: Guard,
     pub logs: LogLimiter,
-    pub core_tx: mpsc::Sender<Inbound>,
+    /// The core shards' queues: every message of a Call-ID goes to the same shard
+    /// ([`Shared::core_for`]).
+    pub core_tx: Vec<mpsc::Sender<Inbound>>,
     /// The registrar, once it has loaded the bindings: the receivers answer the
     /// challenges it issues without a transaction ([`crate::core::screen`]).
     pub registrar: OnceLock<Arc<Registrar>>,
@@ -78,9 +85,10 @@ pub struct Shared {
 impl Shared {
     pub fn new(
         config: Config,
-        core_tx: mpsc::Sender<Inbound>,
+        core_tx: Vec<mpsc::Sender<Inbound>>,
         shutdown: watch::Receiver<bool>,
     ) -> Shared {
+        assert!(!core_tx.is_empty(), "a core has one shard at least");
         let metrics = Arc::new(Metrics::default());
         Shared {
             wire: config.limits.wire(),
@@ -98,6 +106,17 @@ impl Shared {
             open_connections: AtomicUsize::new(0),
             shutdown,
         }
+    }
+
+    /// The queue of the core shard that handles `msg`: the one of its Call-ID.
+    pub fn core_for(&self, msg: &Message) -> &mpsc::Sender<Inbound> {
+        self.shard(shard_of(msg.call_id(), self.core_tx.len()))
+    }
+
+    /// The queue of shard `i` (of [`shard_of`]; shard 0 for anything else).
+    pub fn shard(&self, i: usize) -> &mpsc::Sender<Inbound> {
+        // There is one shard at least (see `new`).
+        self.core_tx.get(i).unwrap_or(&self.core_tx[0])
     }
 
     /// A UDP socket's local address of the wanted family, for requests the core
@@ -241,5 +260,96 @@ impl Shared {
             self.metrics.message_out(peer.transport);
         }
         sent
+    }
+}
+
+/// The Call-ID of a datagram not yet parsed: the value of its first Call-ID (or `i`)
+/// header line, trimmed; `None` when there is none before the blank line. For a
+/// well-formed message it is what the parser reads, so both hash to the same shard; a
+/// shard that parses a message which is not its own passes it on.
+pub fn raw_call_id(data: &[u8]) -> Option<&[u8]> {
+    let is_ws = |b: &u8| *b == b' ' || *b == b'\t';
+    // The start line is skipped; headers end at the first empty line.
+    for line in data.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return None;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = line.split_at(colon);
+        let name = name.trim_ascii_end();
+        if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
+            let value = value.get(1..).unwrap_or_default();
+            let start = value.iter().position(|b| !is_ws(b)).unwrap_or(value.len());
+            let end = value
+                .iter()
+                .rposition(|b| !is_ws(b))
+                .map_or(start, |e| e + 1);
+            return value.get(start..end);
+        }
+    }
+    None
+}
+
+/// The core shard (of `shards`) that handles every message with this Call-ID: a
+/// transaction, its CANCEL and ACK, the responses to it and every request of the
+/// dialog land on the same shard, which then needs no lock to share its state.
+pub fn shard_of(call_id: Option<impl AsRef<[u8]>>, shards: usize) -> usize {
+    if shards <= 1 {
+        return 0;
+    }
+    // FNV-1a: a fixed, cheap hash. A peer that picks Call-IDs to load one shard gains
+    // nothing it could not have by sending more: every shard has the same limits.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in call_id.as_ref().map_or(&[][..], |c| c.as_ref()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    usize::try_from(h % shards as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod shard_tests {
+    use super::*;
+
+    #[test]
+    fn the_raw_call_id_is_what_the_parser_reads() {
+        let cases: [&[u8]; 5] = [
+            b"INVITE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCall-ID: abc@h\r\n\r\n",
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\ni:\t x y \r\nCSeq: 1 X\r\n\r\n",
+            b"OPTIONS sip:x SIP/2.0\nCALL-ID   :  z\nContent-Length: 0\n\n",
+            b"OPTIONS sip:x SIP/2.0\r\nIn-Reply-To: q\r\nX: i: no\r\nCall-Id: real\r\n\r\nCall-ID: body",
+            b"OPTIONS sip:x SIP/2.0\r\nCall-ID:\r\n\r\n",
+        ];
+        let want: [&[u8]; 5] = [b"abc@h", b"x y", b"z", b"real", b""];
+        for (data, want) in cases.iter().zip(want) {
+            assert_eq!(
+                raw_call_id(data),
+                Some(want),
+                "{}",
+                String::from_utf8_lossy(data)
+            );
+        }
+        assert_eq!(
+            raw_call_id(b"OPTIONS sip:x SIP/2.0\r\nTo: a\r\n\r\ni: body"),
+            None
+        );
+        assert_eq!(raw_call_id(b""), None);
+        assert_eq!(raw_call_id(b"Call-ID: on the start line\r\n"), None);
+    }
+
+    #[test]
+    fn shards_spread_call_ids_and_keep_each_one_in_place() {
+        assert_eq!(shard_of(Some(b"anything"), 1), 0);
+        assert_eq!(shard_of(None::<&[u8]>, 4), shard_of(Some(b""), 4));
+        let mut seen = [0usize; 4];
+        for i in 0..4000 {
+            let id = format!("{i}-4242@127.0.0.1");
+            let s = shard_of(Some(id.as_bytes()), 4);
+            assert_eq!(s, shard_of(Some(id.clone().into_bytes()), 4));
+            seen[s] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 800), "{seen:?}");
     }
 }

@@ -109,15 +109,43 @@ pub fn parse_failed(shared: &Shared, peer: &Peer, raw: &[u8], error: &ParseError
 }
 
 /// Screens a parsed message ([`crate::core::screen`], here on the receiving task or
-/// thread) and hands what needs the core to it. When the core is saturated the message
-/// is dropped (UDP peers retransmit) and counted.
+/// thread) and hands what needs the core to its shard. When the shard is saturated the
+/// message is dropped (UDP peers retransmit) and counted.
 pub fn deliver(shared: &Shared, peer: Peer, msg: Message) {
+    if let Some(msg) = screened(shared, &peer, msg) {
+        to_shard(
+            shared,
+            shared.core_for(&msg),
+            Inbound::Message { msg, peer },
+        );
+    }
+}
+
+/// Counts a parsed message in and screens it: what the transaction layer must see.
+pub fn screened(shared: &Shared, peer: &Peer, msg: Message) -> Option<Message> {
     shared.metrics.message_in(peer.transport);
-    let Some(msg) = crate::core::screen(shared, msg, &peer) else {
-        return;
-    };
-    if shared.core_tx.try_send(Inbound { msg, peer }).is_err() {
+    crate::core::screen(shared, msg, peer)
+}
+
+/// Queues `inbound` on a shard, or drops and counts it when the shard is saturated.
+pub fn to_shard(shared: &Shared, shard: &tokio::sync::mpsc::Sender<Inbound>, inbound: Inbound) {
+    if shard.try_send(inbound).is_err() {
         shared.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Parses a datagram that reached a shard. `None` when it did not parse (counted,
+/// answered when it can be: see [`parse_failed`]).
+pub fn parse(shared: &Shared, peer: &Peer, data: Bytes) -> Option<Message> {
+    match holdfast_sip::parse_datagram(data.clone(), &shared.wire) {
+        Ok(msg) => {
+            fault_injection(shared, &msg);
+            Some(msg)
+        }
+        Err(e) => {
+            parse_failed(shared, peer, &data, &e);
+            None
+        }
     }
 }
 

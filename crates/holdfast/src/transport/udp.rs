@@ -1,21 +1,22 @@
 //! UDP: one task per socket; each datagram is one message (RFC 3261 §18.3). The task
-//! parses and screens ([`crate::core::screen`]: validation and the stateless answers)
-//! every datagram before the core task sees it.
+//! only receives: it admits the source (bans, rate), drops keepalives and queues the
+//! datagram on the core shard of its Call-ID ([`crate::shared::raw_call_id`]), which
+//! parses and screens it ([`crate::core::screen`]: validation and the stateless
+//! answers). So one socket's traffic is parsed on every shard in parallel.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use holdfast_sip::parse_datagram;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
 use crate::config::ListenTransport;
 use crate::guard::Admission;
-use crate::shared::{Peer, Shared};
+use crate::shared::{raw_call_id, shard_of, Inbound, Peer, Shared};
 
-/// Binds a UDP socket with a receive buffer large enough for bursts.
-pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+/// Binds a UDP socket (non-blocking) with a receive buffer large enough for bursts.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -24,7 +25,29 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let _ = socket.set_send_buffer_size(8 << 20);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
+}
+
+/// Runs [`serve`] for `socket` on a thread of its own (with its own event loop), so
+/// that receiving never waits behind the core shards for a turn on the runtime's
+/// workers: a socket whose reader falls behind drops datagrams.
+pub fn spawn_receiver(
+    shared: Arc<Shared>,
+    socket: std::net::UdpSocket,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("holdfast-udp".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match UdpSocket::from_std(socket) {
+                    Ok(socket) => serve(shared, Arc::new(socket)).await,
+                    Err(e) => tracing::error!(error = %e, "udp receiver not started"),
+                }
+            });
+        })
 }
 
 pub async fn serve(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
@@ -56,18 +79,11 @@ pub async fn serve(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
         if super::is_keepalive(&data) {
             continue;
         }
-        let handled = super::guarded(&shared, &peer, || {
-            match parse_datagram(data.clone(), &shared.wire) {
-                Ok(msg) => {
-                    super::fault_injection(&shared, &msg);
-                    super::deliver(&shared, peer, msg);
-                }
-                Err(e) => super::parse_failed(&shared, &peer, &data, &e),
-            }
-        });
-        if handled.is_none() {
-            // The datagram is dropped; a panic never stops the socket.
-            continue;
-        }
+        let shard = shard_of(raw_call_id(&data), shared.core_tx.len());
+        super::to_shard(
+            &shared,
+            shared.shard(shard),
+            Inbound::Datagram { data, peer },
+        );
     }
 }
