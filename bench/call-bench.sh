@@ -393,6 +393,6 @@ echo
 cat "$table"
 if [ -n "$hf_stop_metrics" ]; then
     echo
-    echo "holdfast counters at the end (non-zero):"
+    echo "holdfast counters at the end (non-zero; since its restart before the CPU steps):"
     sed 's/^/  /' <<<"$hf_stop_metrics"
 fi

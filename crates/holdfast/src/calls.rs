@@ -9,7 +9,7 @@
 //!   open records of this node are reloaded at start, so a call that was up across a
 //!   crash or restart still gets its end when its BYE comes through.
 //!
-//! Writes leave the core task in order on one channel; a writer task gathers them for
+//! Writes leave each core shard in order on one channel; a writer task gathers them for
 //! [`GATHER`] (a record is committed within that time plus one commit of being made),
 //! folds the end of a call into its record when both are in the same batch (a short
 //! call is then one row write, not two), and queues the batch on the store in order (an
@@ -85,7 +85,7 @@ fn disposition(status: u16, ending: Ending) -> Disposition {
     }
 }
 
-/// The call records of one core task.
+/// The call records of one core shard.
 #[derive(Debug)]
 pub struct Calls {
     node: String,

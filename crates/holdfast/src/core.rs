@@ -42,7 +42,7 @@ pub fn new_tag() -> String {
     format!("{:016x}", h.finish())
 }
 
-/// The core task's state: the transaction layer, the proxy core above it, and what
+/// The core shard's state: the transaction layer, the proxy core above it, and what
 /// they need from the rest of the process.
 struct Core {
     shared: Arc<Shared>,
@@ -152,8 +152,9 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// A message from a peer, screened where it was received (the transport's task or
-/// thread) before it reaches the core task: validated, and answered there when it needs
+/// A message from a peer, screened as soon as it is parsed (on a stream connection's
+/// task, or on the shard a datagram was queued on) before the transaction layer sees
+/// it: validated, and answered there when it needs
 /// no transaction. Returns the message for the transaction layer, if any.
 pub fn screen(shared: &Shared, mut msg: Message, peer: &Peer) -> Option<Message> {
     if let Err(e) = validate(&msg, &ValidationPolicy::PROXY) {

@@ -2,7 +2,7 @@
 //! core ([`holdfast_core::proxy`]) forwards it.
 //!
 //! An out-of-dialog request (INVITE, MESSAGE, SUBSCRIBE, REFER …, with no To tag
-//! whatever its Route) is *admitted* off the core task, because it may need the
+//! whatever its Route) is *admitted* before the proxy core takes it, because it may need the
 //! directory:
 //!
 //! 1. From a local user (the From domain is one holdfast serves): proxy
@@ -19,7 +19,7 @@
 //! ([`holdfast_core::proxy::route`]): one Record-Route when both sides use the same
 //! socket, two when the call crosses transports or sockets (RFC 5658). An in-dialog
 //! request comes back with those Routes; the flow they name is where it goes
-//! ([`resolve_in_dialog`]), on the core task, without the directory.
+//! ([`resolve_in_dialog`]), on the core shard, without the directory.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -42,7 +42,7 @@ use crate::core::{new_tag, to_core};
 use crate::registrar::Registrar;
 use crate::shared::{Peer, Shared};
 
-/// What admission decided, for the core task.
+/// What admission decided, for its core shard.
 #[derive(Debug)]
 pub enum Admission {
     /// Forward the request to these targets.
@@ -212,8 +212,8 @@ pub fn unix_ms() -> i64 {
 }
 
 /// Admits an out-of-dialog request. When everything it needs is in the caches (the
-/// usual case) the decision is made now, on the core task, and returned; otherwise
-/// the lookups run off the core task and the decision goes to `out`.
+/// usual case) the decision is made now, on its core shard, and returned; otherwise
+/// the lookups run off its core shard and the decision goes to `out`.
 pub fn admit(
     shared: &Arc<Shared>,
     registrar: &Arc<Registrar>,

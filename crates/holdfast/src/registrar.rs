@@ -2,12 +2,12 @@
 //! location actor that owns the in-memory bindings, and durable commits before any
 //! 200 is sent.
 //!
-//! A REGISTER travels: core task (server transaction; the challenge, and the digest
+//! A REGISTER travels: the core shard of its Call-ID (server transaction; the challenge, and the digest
 //! check when the user's credentials are in the short-lived cache, happen right there;
 //! otherwise a task asks the store first) → the location actor (RFC 3261 §10.3
 //! decisions on the AoR's current bindings, applied in memory in arrival order, a batch
 //! of REGISTERs at a time) → the store's group commit, one write per batch → the 200s
-//! back to the core task, which answers through the transactions. Nothing is answered
+//! back to that shard, which answers through the transactions. Nothing is answered
 //! 200 before its binding is on disk.
 
 use std::collections::HashMap;
@@ -40,7 +40,7 @@ enum Challenge {
     Proxy,
 }
 
-/// A response for the core task to send through the transaction `key`.
+/// A response for its core shard to send through the transaction `key`.
 #[derive(Debug)]
 pub struct Reply {
     pub key: TransactionKey,
@@ -516,7 +516,7 @@ impl Registrar {
     ///
     /// Half of all REGISTERs are these. Without a transaction they cost no table
     /// entry and no timer J (32 s over UDP), a flood of them fills nothing, and they
-    /// are answered where they are received, off the core task. A retransmitted one
+    /// are answered as soon as they are parsed, before any transaction. A retransmitted one
     /// gets the same 401 again, as from a transaction (see [`crate::challenge`]).
     pub fn stateless_challenge(&self, request: &Message) -> Option<Bytes> {
         let aor = aor_of(request)?;
@@ -596,7 +596,7 @@ impl Registrar {
     /// for that user, else the answer (407 with a challenge, or 403 with the
     /// registrar's anti-enumeration and ban rules). `None` when the user's credentials
     /// are not in the cache: [`warm_proxy_credentials`](Self::warm_proxy_credentials)
-    /// first, off the core task.
+    /// first, off its core shard.
     pub fn authorize_cached(
         &self,
         shared: &Arc<Shared>,

@@ -108,8 +108,8 @@ pub fn parse_failed(shared: &Shared, peer: &Peer, raw: &[u8], error: &ParseError
     }
 }
 
-/// Screens a parsed message ([`crate::core::screen`], here on the receiving task or
-/// thread) and hands what needs the core to its shard. When the shard is saturated the
+/// Screens a parsed message ([`crate::core::screen`], here on the connection's task)
+/// and hands what needs the core to its shard. When the shard is saturated the
 /// message is dropped (UDP peers retransmit) and counted.
 pub fn deliver(shared: &Shared, peer: Peer, msg: Message) {
     if let Some(msg) = screened(shared, &peer, msg) {
