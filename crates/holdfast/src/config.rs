@@ -619,6 +619,18 @@ listen = "nowhere"
     }
 
     #[test]
+    fn core_shards_default_to_the_processors_and_are_bounded() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(Config::default().sip.shards(), cpus.min(MAX_CORE_SHARDS));
+        let three = Config::parse("[sip]\ncore_shards = 3\n").unwrap();
+        assert_eq!(three.sip.shards(), 3);
+        let all = Config::parse("[sip]\ncore_shards = 65\n")
+            .unwrap_err()
+            .join("\n");
+        assert!(all.contains("[sip] core_shards: at most 64"), "{all}");
+    }
+
+    #[test]
     fn semantic_problems_all_reported() {
         let text = r#"
 [sip]

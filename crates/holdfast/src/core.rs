@@ -137,6 +137,10 @@ pub async fn run(
             }
         }
         core.drain();
+        // Let the socket readers and the other shards run between batches: a busy
+        // shard would otherwise keep its worker for as long as its queue is never
+        // empty, and a UDP socket nobody reads meanwhile drops datagrams.
+        tokio::task::yield_now().await;
     }
 }
 

@@ -133,12 +133,10 @@ pub async fn run(
     for l in config.listeners() {
         match l.transport {
             ListenTransport::Udp => {
-                let std_sock = transport::udp::bind(l.addr)
-                    .with_context(|| format!("binding udp:{}", l.addr))?;
-                // One descriptor for sending from the runtime, one for the receiving
-                // thread.
-                let receiver = std_sock.try_clone()?;
-                let sock = Arc::new(tokio::net::UdpSocket::from_std(std_sock)?);
+                let sock = Arc::new(tokio::net::UdpSocket::from_std(
+                    transport::udp::bind(l.addr)
+                        .with_context(|| format!("binding udp:{}", l.addr))?,
+                )?);
                 let local = sock.local_addr()?;
                 shared.add_local(local);
                 shared
@@ -147,10 +145,7 @@ pub async fn run(
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(local, sock.clone());
                 tracing::info!(%local, "listening on udp");
-                let thread = transport::udp::spawn_receiver(shared.clone(), receiver)?;
-                tasks.push(tokio::task::spawn_blocking(move || {
-                    let _ = thread.join();
-                }));
+                tasks.push(tokio::spawn(transport::udp::serve(shared.clone(), sock)));
             }
             t => {
                 let listener = TcpListener::bind(l.addr)

@@ -28,28 +28,6 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// Runs [`serve`] for `socket` on a thread of its own (with its own event loop), so
-/// that receiving never waits behind the core shards for a turn on the runtime's
-/// workers: a socket whose reader falls behind drops datagrams.
-pub fn spawn_receiver(
-    shared: Arc<Shared>,
-    socket: std::net::UdpSocket,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("holdfast-udp".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                match UdpSocket::from_std(socket) {
-                    Ok(socket) => serve(shared, Arc::new(socket)).await,
-                    Err(e) => tracing::error!(error = %e, "udp receiver not started"),
-                }
-            });
-        })
-}
-
 pub async fn serve(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
     let local = match socket.local_addr() {
         Ok(a) => a,
