@@ -158,8 +158,8 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 
 /// A message from a peer, screened as soon as it is parsed (on a stream connection's
 /// task, or on the shard a datagram was queued on) before the transaction layer sees
-/// it: validated, and answered there when it needs
-/// no transaction. Returns the message for the transaction layer, if any.
+/// it: validated, and answered there when it needs no transaction. Returns the
+/// message for the transaction layer, if any.
 pub fn screen(shared: &Shared, mut msg: Message, peer: &Peer) -> Option<Message> {
     if let Err(e) = validate(&msg, &ValidationPolicy::PROXY) {
         if msg.is_request() && msg.method() != Some(&Method::Ack) {
