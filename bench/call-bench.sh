@@ -18,7 +18,7 @@
 # achieved; a fresh callee registers before each step. Every step also records the
 # server's CPU time (utime+stime from /proc/PID/stat of every process of the server).
 # Then, per transport, one step at a fixed rate that both sustain (CPU_RATE, or the lower
-# of the two best rates when that is lower; Kamailio restarted with its best NCHILD)
+# of the two best rates when that is lower; Kamailio restarted with its best NCHILD, holdfast restarted on its data)
 # compares the CPU microseconds per call; over UDP the CPU a server spends in the
 # TAIL_S = 34 s after the step (holdfast expires its UDP transactions 32 s after they
 # end) is added.
