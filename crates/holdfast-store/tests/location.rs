@@ -266,6 +266,42 @@ async fn queued_changes_apply_in_order_and_an_invalid_one_fails_alone() {
 }
 
 #[tokio::test]
+async fn a_change_the_database_refuses_fails_alone_and_is_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    // A database that refuses one contact (as a full disk or a constraint would
+    // refuse a write), set up from a connection of its own.
+    rusqlite::Connection::open(dir.path().join(SqliteStore::FILE_NAME))
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON bindings
+             WHEN NEW.contact = 'sip:refused@192.0.2.9'
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .unwrap();
+    let aor = "alice@example.com";
+    let done = store
+        .queue_apply_each(vec![
+            vec![BindingOp::Upsert(binding(aor, "sip:a@192.0.2.1", NOW + 60))],
+            // Removes the binding above, then fails: both parts must be undone.
+            vec![
+                BindingOp::RemoveAll { aor: aor.into() },
+                BindingOp::Upsert(binding(aor, "sip:refused@192.0.2.9", NOW + 60)),
+            ],
+            vec![BindingOp::Upsert(binding(aor, "sip:b@192.0.2.2", NOW + 60))],
+        ])
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(done[0].is_ok() && done[2].is_ok(), "{done:?}");
+    assert!(done[1].is_err(), "{done:?}");
+    assert_eq!(
+        contacts(&store.load_unexpired(NOW).await.unwrap()),
+        ["sip:a@192.0.2.1", "sip:b@192.0.2.2"]
+    );
+}
+
+#[tokio::test]
 async fn expiry_filters_loads_and_purge_deletes() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
