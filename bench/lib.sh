@@ -314,6 +314,7 @@ bench_hf_registrar_config() {
 $1
 [sip]
 listen = ["udp:127.0.0.1:$HF_PORT", "tcp:127.0.0.1:$HF_PORT"]
+core_shards = ${HF_CORE_SHARDS:-0}
 
 [limits]
 messages_per_sec_per_ip = 1000000

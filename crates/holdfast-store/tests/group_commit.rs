@@ -78,3 +78,46 @@ async fn a_failing_write_fails_alone_in_its_batch() {
         901
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_are_spaced_under_load_and_immediate_after_a_quiet_spell() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = holdfast_store::SqliteConfig::default();
+    config.commit_spacing = Duration::from_millis(300);
+    let store = SqliteStore::open_with(dir.path(), config).unwrap();
+    let put = |i: u32| {
+        store.apply(vec![BindingOp::Upsert(binding(
+            &format!("user{i}@example.com"),
+            &format!("sip:user{i}@192.0.2.1"),
+            NOW + 3600,
+        ))])
+    };
+    // The first write after a quiet spell is not held back.
+    let started = Instant::now();
+    put(0).await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(250), "{:?}", started.elapsed());
+    // Writes that follow it one by one, 5 ms apart, within the spacing: they wait for
+    // the spacing to pass and then share one commit.
+    let before = store.stats().commits;
+    let started = Instant::now();
+    let writes = (1..=20u32).map(|i| {
+        let write = put(i);
+        async move {
+            tokio::time::sleep(Duration::from_millis(5 * u64::from(i))).await;
+            write.await
+        }
+    });
+    for result in futures::future::join_all(writes).await {
+        result.unwrap();
+    }
+    let commits = store.stats().commits - before;
+    assert!(commits <= 2, "{commits} commits for 20 writes within the spacing");
+    assert!(started.elapsed() >= Duration::from_millis(150), "{:?}", started.elapsed());
+    // After a quiet spell longer than the spacing, a write commits at once again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let started = Instant::now();
+    put(99).await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(250), "{:?}", started.elapsed());
+    assert_eq!(store.load_unexpired(NOW).await.unwrap().len(), 22);
+}

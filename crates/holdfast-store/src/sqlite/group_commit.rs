@@ -1,7 +1,8 @@
 //! The writer thread: every write of the store runs here, and as many as are queued
 //! share one transaction and one fsync.
 //!
-//! The thread waits for a write, opens a transaction (`BEGIN IMMEDIATE`, so the lock is
+//! The thread waits for a write, waits out what is left of the commit spacing since
+//! the last commit began (nothing after a quiet spell), opens a transaction (`BEGIN IMMEDIATE`, so the lock is
 //! taken once, up front, under the busy timeout), runs that write and then every write
 //! that has queued meanwhile, up to `max_batch`, each in its own savepoint, commits, and
 //! only then answers each caller. A write that fails is rolled back to its savepoint and
@@ -9,6 +10,7 @@
 //! write of the batch is answered with that error: none of them was written.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -78,16 +80,32 @@ pub(super) struct Counters {
     pub(super) writes: AtomicU64,
 }
 
+/// How the writer groups writes into commits.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pacing {
+    /// The most writes in one commit.
+    pub(super) max_batch: usize,
+    /// The least time between the starts of two commits.
+    pub(super) spacing: Duration,
+}
+
 /// The writer thread's loop; returns when every sender is gone and the queue is empty.
 pub(super) fn run(
     mut conn: Connection,
     mut queue: mpsc::Receiver<Box<dyn WriteJob>>,
-    max_batch: usize,
+    pacing: Pacing,
     counters: &Counters,
 ) {
+    let mut last_commit: Option<Instant> = None;
     while let Some(first) = queue.blocking_recv() {
+        // Under load, let the writes of the rest of the spacing queue up behind this
+        // one: they join its commit.
+        if let Some(wait) = last_commit.and_then(|t| pacing.spacing.checked_sub(t.elapsed())) {
+            std::thread::sleep(wait);
+        }
+        last_commit = Some(Instant::now());
         let mut batch = vec![first];
-        let committed = run_batch(&mut conn, &mut queue, &mut batch, max_batch);
+        let committed = run_batch(&mut conn, &mut queue, &mut batch, pacing.max_batch);
         if committed.is_ok() {
             counters.commits.fetch_add(1, Ordering::Relaxed);
         }
