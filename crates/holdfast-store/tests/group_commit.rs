@@ -96,7 +96,11 @@ async fn commits_are_spaced_under_load_and_immediate_after_a_quiet_spell() {
     // The first write after a quiet spell is not held back.
     let started = Instant::now();
     put(0).await.unwrap();
-    assert!(started.elapsed() < Duration::from_millis(250), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
     // Writes that follow it one by one, 5 ms apart, within the spacing: they wait for
     // the spacing to pass and then share one commit.
     let before = store.stats().commits;
@@ -112,12 +116,23 @@ async fn commits_are_spaced_under_load_and_immediate_after_a_quiet_spell() {
         result.unwrap();
     }
     let commits = store.stats().commits - before;
-    assert!(commits <= 2, "{commits} commits for 20 writes within the spacing");
-    assert!(started.elapsed() >= Duration::from_millis(150), "{:?}", started.elapsed());
+    assert!(
+        commits <= 2,
+        "{commits} commits for 20 writes within the spacing"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
     // After a quiet spell longer than the spacing, a write commits at once again.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let started = Instant::now();
     put(99).await.unwrap();
-    assert!(started.elapsed() < Duration::from_millis(250), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(store.load_unexpired(NOW).await.unwrap().len(), 22);
 }

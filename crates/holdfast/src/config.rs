@@ -88,6 +88,9 @@ pub struct LimitsConfig {
     pub idle_timeout_ms: u64,
     /// Messages queued for writing on one connection before it is closed.
     pub write_queue: usize,
+    /// Bytes queued for writing on one connection before it is closed: what a peer
+    /// that does not read can make the core hold for it, whatever its messages' size.
+    pub write_queue_bytes: usize,
     pub tls_handshake_timeout_ms: u64,
     /// Messages per second one source IP may send (sustained), and the burst above it.
     pub messages_per_sec_per_ip: u32,
@@ -114,7 +117,8 @@ impl Default for LimitsConfig {
             message_read_timeout_ms: 5_000,
             first_message_timeout_ms: 10_000,
             idle_timeout_ms: 600_000,
-            write_queue: 2048,
+            write_queue: 16_384,
+            write_queue_bytes: 8 << 20,
             tls_handshake_timeout_ms: 5_000,
             messages_per_sec_per_ip: 500,
             message_burst_per_ip: 1_000,
@@ -472,7 +476,7 @@ impl Config {
             }
         }
         let l = &self.limits;
-        let positive: [(&str, u64); 13] = [
+        let positive: [(&str, u64); 14] = [
             ("max_connections", l.max_connections as u64),
             ("max_connections_per_ip", l.max_connections_per_ip as u64),
             ("max_message_size", l.max_message_size as u64),
@@ -487,6 +491,7 @@ impl Config {
             ("first_message_timeout_ms", l.first_message_timeout_ms),
             ("idle_timeout_ms", l.idle_timeout_ms),
             ("write_queue", l.write_queue as u64),
+            ("write_queue_bytes", l.write_queue_bytes as u64),
             (
                 "messages_per_sec_per_ip",
                 u64::from(l.messages_per_sec_per_ip),
@@ -497,6 +502,18 @@ impl Config {
             if v == 0 {
                 p.push(format!("[limits] {name}: must be greater than 0"));
             }
+        }
+        if l.write_queue > 1 << 20 {
+            p.push(format!(
+                "[limits] write_queue: {} messages is more than the 1048576 a queue can hold (bound it in bytes: write_queue_bytes)",
+                l.write_queue
+            ));
+        }
+        if l.write_queue_bytes < l.max_message_size {
+            p.push(format!(
+                "[limits] write_queue_bytes: {} cannot hold one message of max_message_size ({})",
+                l.write_queue_bytes, l.max_message_size
+            ));
         }
         if l.max_connections > 19_000 {
             p.push(format!(
@@ -615,6 +632,19 @@ listen = "nowhere"
         assert!(
             all.contains("max_connections: must"),
             "a broken section hides no other problem: {all}"
+        );
+    }
+
+    #[test]
+    fn the_write_queue_is_bounded_in_bytes_that_hold_a_message() {
+        let ok = Config::parse("[limits]\nwrite_queue_bytes = 1048576\n").unwrap();
+        assert_eq!(ok.limits.write_queue_bytes, 1 << 20);
+        let small = Config::parse("[limits]\nwrite_queue_bytes = 1000\nmax_message_size = 4096\n")
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            small.contains("[limits] write_queue_bytes: 1000 cannot hold one message"),
+            "{small}"
         );
     }
 

@@ -50,6 +50,9 @@ struct Connections {
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
     pub tx: mpsc::Sender<Bytes>,
+    /// Bytes in `tx` not yet taken by the writer: bounded by `[limits]
+    /// write_queue_bytes`.
+    pub queued: Arc<AtomicUsize>,
     /// Signalled to close the connection (write queue overflow, shutdown).
     pub close: Arc<tokio::sync::Notify>,
     /// The transport and remote address, so that a request for a device can find the
@@ -243,16 +246,7 @@ impl Shared {
                 sock.is_some_and(|s| s.try_send_to(&bytes, peer.remote).is_ok())
             }
             (transport, id) => match self.conn(id, transport, peer.remote) {
-                Some(h) => match h.tx.try_send(bytes) {
-                    Ok(()) => true,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        self.metrics
-                            .ingress_limit(crate::metrics::IngressLimit::WriteQueue);
-                        h.close.notify_one();
-                        false
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => false,
-                },
+                Some(h) => self.queue_on(&h, bytes),
                 None => false,
             },
         };
@@ -260,6 +254,33 @@ impl Shared {
             self.metrics.message_out(peer.transport);
         }
         sent
+    }
+}
+
+impl Shared {
+    /// Queues `bytes` on a connection's writer. A queue over either bound (messages,
+    /// bytes) means a peer that does not read what it is sent: the connection is
+    /// closed and counted.
+    fn queue_on(&self, h: &ConnHandle, bytes: Bytes) -> bool {
+        let len = bytes.len();
+        let before = h.queued.fetch_add(len, Ordering::Relaxed);
+        let result = if before.saturating_add(len) > self.config.limits.write_queue_bytes {
+            Err(mpsc::error::TrySendError::Full(bytes))
+        } else {
+            h.tx.try_send(bytes)
+        };
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                h.queued.fetch_sub(len, Ordering::Relaxed);
+                if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                    self.metrics
+                        .ingress_limit(crate::metrics::IngressLimit::WriteQueue);
+                    h.close.notify_one();
+                }
+                false
+            }
+        }
     }
 }
 

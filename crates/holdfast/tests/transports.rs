@@ -392,3 +392,68 @@ async fn sipp_options_scenario_over_udp_and_tcp() {
     })
     .await;
 }
+
+/// A peer that sends and never reads is cut off when what waits for it passes
+/// `write_queue_bytes`, and counted; the core and other connections carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_is_closed_at_its_write_queue_bound() {
+    use tokio::io::AsyncWriteExt;
+    bounded(LIMIT, async {
+        let core = CoreBuilder::new("writeq")
+            .listen(Transport::Tcp, LOCALHOST)
+            .toml(
+                // Only the byte bound can close it: the message bound is out of reach.
+                "[limits]\nwrite_queue = 1000000\nwrite_queue_bytes = 65536\n\
+                 messages_per_sec_per_ip = 1000000\n\
+                 message_burst_per_ip = 1000000\n[bans]\nenabled = false\n",
+            )
+            .start()
+            .await;
+        let target = core.addr(Transport::Tcp);
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let mut stream = sock.connect(target).await.unwrap();
+        let local = stream.local_addr().unwrap();
+        // Pipelined OPTIONS whose answers (about 400 bytes each) are never read: the
+        // kernel's buffers fill, then the core's queue. Writing fails once the core
+        // has closed the connection.
+        let mut closed = false;
+        let started = tokio::time::Instant::now();
+        let deadline = started + Duration::from_secs(60);
+        while tokio::time::Instant::now() < deadline {
+            let mut chunk = Vec::new();
+            for _ in 0..100 {
+                chunk.extend(Request::options(Transport::Tcp, local, target).to_bytes());
+            }
+            let write = tokio::time::timeout_at(deadline, stream.write_all(&chunk));
+            if let Ok(Err(_)) = write.await {
+                closed = true;
+                break;
+            }
+            // Paced so that the core answers what it reads while the test writes.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            closed,
+            "the connection of a peer that never reads stayed open"
+        );
+        // Well before a write of the core's would time out (10 s): the bound did it.
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+        let m = core.metrics().await;
+        assert!(
+            m.get("holdfast_limit_hits_total{limit=\"write_queue\"}") >= 1.0,
+            "{:?}",
+            m.nonzero("holdfast_limit_hits_total")
+        );
+        // Another connection is served as before.
+        let mut c = Client::connect(&core, Transport::Tcp, false).await;
+        let req = c.options(c.target(&core));
+        assert_options_ok(&c.request(&req).await, &req);
+        core.assert_alive();
+    })
+    .await;
+}

@@ -158,10 +158,12 @@ pub fn outbound<W>(
 where
     W: FnMut(Vec<Bytes>) -> futures_util::future::BoxFuture<'static, bool> + Send + 'static,
 {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(shared.config.limits.write_queue);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(shared.config.limits.write_queue.max(1));
     let close = Arc::new(Notify::new());
+    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let id = shared.register_conn(ConnHandle {
         tx,
+        queued: queued.clone(),
         close: close.clone(),
         transport: peer.transport,
         remote: peer.remote,
@@ -172,6 +174,8 @@ where
         // queue in a few syscalls instead of one per message.
         let mut batch = Vec::with_capacity(64);
         while rx.recv_many(&mut batch, 256).await > 0 {
+            let taken = batch.iter().map(Bytes::len).sum();
+            queued.fetch_sub(taken, Ordering::Relaxed);
             if !writer(std::mem::take(&mut batch)).await {
                 closer.notify_one();
                 break;
@@ -352,6 +356,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
             // fragment count and read timer of the next message start here.
             fragments = usize::from(framer.in_message());
             message_started = now;
+            // Let the connection's writer (and the shards) run before reading on: a
+            // peer that keeps the socket full would otherwise keep this task busy
+            // for a whole scheduling budget, a hundred reads, while the answers to
+            // what it sent pile up in the write queue until it overflows.
+            tokio::task::yield_now().await;
         }
     }
 }
