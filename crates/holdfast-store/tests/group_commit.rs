@@ -81,7 +81,8 @@ async fn a_failing_write_fails_alone_in_its_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_are_spaced_under_load_and_immediate_after_a_quiet_spell() {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
+    use tokio::time::Instant;
     let dir = tempfile::tempdir().unwrap();
     let mut config = holdfast_store::SqliteConfig::default();
     config.commit_spacing = Duration::from_millis(300);

@@ -90,6 +90,10 @@ pub(super) struct Pacing {
 }
 
 /// The writer thread's loop; returns when every sender is gone and the queue is empty.
+///
+/// It is a thread of its own, outside any runtime, that blocks on SQLite anyway: the
+/// spacing is waited out with the thread's own clock and sleep.
+#[allow(clippy::disallowed_methods)]
 pub(super) fn run(
     mut conn: Connection,
     mut queue: mpsc::Receiver<Box<dyn WriteJob>>,
