@@ -137,3 +137,32 @@ async fn commits_are_spaced_under_load_and_immediate_after_a_quiet_spell() {
     );
     assert_eq!(store.load_unexpired(NOW).await.unwrap().len(), 22);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_first_write_of_a_batch_fails_alone() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = holdfast_store::SqliteConfig::default();
+    // Writes queued within the spacing after a commit share the next one, in order.
+    config.commit_spacing = Duration::from_millis(300);
+    let store = SqliteStore::open_with(dir.path(), config).unwrap();
+    store.add_domain("example.com").await.unwrap();
+    // Queued together behind that commit: the first fails (its domain is unknown),
+    // in the same transaction as the two after it, which must stand.
+    let first = store.add_user("a", "nowhere.example", "pw");
+    let second = store.add_user("b", "example.com", "pw");
+    let third = store.add_user("c", "example.com", "pw");
+    let before = store.stats().commits;
+    let (first, second, third) = tokio::join!(first, second, third);
+    assert!(first.is_err(), "{first:?}");
+    second.unwrap();
+    third.unwrap();
+    assert_eq!(
+        store.stats().commits - before,
+        1,
+        "one commit for the three"
+    );
+    let users = store.list_users(Some("example.com")).await.unwrap();
+    let names: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(names, ["b", "c"]);
+}

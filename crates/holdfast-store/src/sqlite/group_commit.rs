@@ -4,8 +4,9 @@
 //! The thread waits for a write, waits out what is left of the commit spacing since
 //! the last commit began (nothing after a quiet spell), opens a transaction (`BEGIN IMMEDIATE`, so the lock is
 //! taken once, up front, under the busy timeout), runs that write and then every write
-//! that has queued meanwhile, up to `max_batch`, each in its own savepoint, commits, and
-//! only then answers each caller. A write that fails is rolled back to its savepoint and
+//! that has queued meanwhile, up to `max_batch`, each in its own savepoint (but the
+//! first, which a rollback of the whole transaction undoes alone), commits, and only
+//! then answers each caller. A write that fails is rolled back to its savepoint and
 //! answered with its error; the others are not affected. If the commit fails, every
 //! write of the batch is answered with that error: none of them was written.
 
@@ -153,11 +154,26 @@ fn run_jobs(
     let mut next = 0_usize;
     while let Some(job) = batch.get_mut(next) {
         // The job keeps its own result; only the batch's error stops the batch.
-        let _own = in_savepoint(
-            conn,
-            JOB,
-            |conn| if job.run(conn) { Ok(()) } else { Err(()) },
-        )?;
+        if next == 0 {
+            // The first write of the transaction needs no savepoint (whose journal
+            // copies every page the write touches): when it fails, the transaction
+            // holds nothing else, and is rolled back and begun anew for the rest.
+            let ok = job.run(conn);
+            if !ok {
+                if !conn.is_autocommit() {
+                    execute_cached(conn, "ROLLBACK")?;
+                }
+                execute_cached(conn, "BEGIN IMMEDIATE")?;
+            } else if conn.is_autocommit() {
+                return Err(rolled_back());
+            }
+        } else {
+            let _own = in_savepoint(
+                conn,
+                JOB,
+                |conn| if job.run(conn) { Ok(()) } else { Err(()) },
+            )?;
+        }
         next = next.saturating_add(1);
         if batch.len() < max_batch {
             if let Ok(job) = queue.try_recv() {
@@ -211,12 +227,17 @@ pub(super) fn in_savepoint<T, E>(
     // connection is then back in autocommit mode, and further writes would each commit
     // on their own. Stop the batch instead: every write in it fails.
     if conn.is_autocommit() {
-        return Err(StoreError::Backend {
-            kind: BackendKind::Database,
-            message: "the database rolled the transaction back".to_owned(),
-        });
+        return Err(rolled_back());
     }
     Ok(result)
+}
+
+/// The batch's error when SQLite rolled the whole transaction back.
+fn rolled_back() -> StoreError {
+    StoreError::Backend {
+        kind: BackendKind::Database,
+        message: "the database rolled the transaction back".to_owned(),
+    }
 }
 
 fn execute_cached(conn: &Connection, sql: &str) -> Result<(), StoreError> {
