@@ -52,6 +52,7 @@
 #   HF_NONCE_LIFETIME=30                [registrar] nonce_lifetime_secs for holdfast (every
 #                                       call gets a fresh nonce; see register-bench.sh)
 #   HF_MAX_TX=2000000                   [limits] max_transactions for holdfast
+#   HF_CORE_SHARDS=0                    [sip] core_shards for holdfast (0: one per processor)
 #   HOLDFAST_BIN=                       a holdfast binary to race instead of building one
 #   HF_LABEL=                           its name in the table (default: "tree", or the path)
 #   KAMAILIO=/usr/sbin/kamailio  SIPP=sipp

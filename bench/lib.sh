@@ -674,6 +674,10 @@ hf_series() {
 # 1. Kamailio, each NCHILD in turn, every transport; a later NCHILD starts about 10 %
 #    above the best so far and does not step down, since it only matters if it beats it.
 # 2. holdfast, every transport.
+#    Every series runs on a freshly started server (Kamailio with that NCHILD, holdfast
+#    on the same data), so that none is charged with what the one before left behind
+#    (holdfast keeps each answered UDP transaction 32 s; failed steps leave calls and
+#    retransmissions in flight).
 # 3. For each transport, Kamailio restarted with its best NCHILD for that transport
 #    and holdfast restarted (once, on the same data), one CPU step each at the same
 #    fixed rate.
@@ -683,8 +687,8 @@ bench_race() {
     if has_server kamailio; then
         first_n=1
         for n in $NCHILD; do
-            kam_start "$n"
             for t in $TRANSPORTS; do
+                kam_start "$n"
                 prev="${MAXRATE[kamailio,$t]}"
                 first="$START"
                 if [ "$prev" -gt 0 ]; then first="$(above_rate "$prev")"; fi
@@ -692,13 +696,16 @@ bench_race() {
                 series kamailio "n$n" "$t" "$first" "$first_n"
                 b="$SERIES_BEST"
                 if [ "$b" -gt "$prev" ]; then MAXRATE[kamailio,$t]="$b"; KAMN[$t]="$n"; fi
+                kam_stop
             done
             first_n=0
-            kam_stop
         done
     fi
     if has_server holdfast; then
-        for t in $TRANSPORTS; do hf_series "$t"; done
+        for t in $TRANSPORTS; do
+            [ "$t" = "${TRANSPORTS%% *}" ] || bench_hf_restart
+            hf_series "$t"
+        done
     fi
     kam_running=""
     if has_server holdfast; then bench_hf_restart; fi

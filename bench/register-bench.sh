@@ -45,6 +45,7 @@
 #                                       one port keeps each AoR at one binding per transport
 #   HF_NONCE_LIFETIME=30                [registrar] nonce_lifetime_secs for holdfast (see below)
 #   HF_MAX_TX=2000000                   [limits] max_transactions for holdfast
+#   HF_CORE_SHARDS=0                    [sip] core_shards for holdfast (0: one per processor)
 #   HOLDFAST_BIN=                       a holdfast binary to race instead of building one
 #   HF_LABEL=                           its name in the table (default: "tree", or the path)
 #   KAMAILIO=/usr/sbin/kamailio  SIPP=sipp
