@@ -9,6 +9,13 @@ use holdfast_store::{BindingOp, Directory, Location, SqliteStore, StoreError};
 
 const NOW: i64 = 1_700_000_000;
 
+/// A store whose commits start at least `spacing` apart.
+fn spaced_store(dir: &std::path::Path, spacing: std::time::Duration) -> SqliteStore {
+    let mut config = holdfast_store::SqliteConfig::default();
+    config.commit_spacing = spacing;
+    SqliteStore::open_with(dir, config).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_concurrent_applies_share_few_commits() {
     const OPS: u64 = 10_000;
@@ -84,9 +91,7 @@ async fn commits_are_spaced_under_load_and_immediate_after_a_quiet_spell() {
     use std::time::Duration;
     use tokio::time::Instant;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = holdfast_store::SqliteConfig::default();
-    config.commit_spacing = Duration::from_millis(300);
-    let store = SqliteStore::open_with(dir.path(), config).unwrap();
+    let store = spaced_store(dir.path(), Duration::from_millis(300));
     let put = |i: u32| {
         store.apply(vec![BindingOp::Upsert(binding(
             &format!("user{i}@example.com"),
@@ -142,10 +147,8 @@ async fn commits_are_spaced_under_load_and_immediate_after_a_quiet_spell() {
 async fn a_failing_first_write_of_a_batch_fails_alone() {
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = holdfast_store::SqliteConfig::default();
     // Writes queued within the spacing after a commit share the next one, in order.
-    config.commit_spacing = Duration::from_millis(300);
-    let store = SqliteStore::open_with(dir.path(), config).unwrap();
+    let store = spaced_store(dir.path(), Duration::from_millis(300));
     store.add_domain("example.com").await.unwrap();
     // Queued together behind that commit: the first fails (its domain is unknown),
     // in the same transaction as the two after it, which must stand.
