@@ -53,6 +53,7 @@
 #                                       call gets a fresh nonce; see register-bench.sh)
 #   HF_MAX_TX=2000000                   [limits] max_transactions for holdfast
 #   HF_CORE_SHARDS=0                    [sip] core_shards for holdfast (0: one per processor)
+#   HF_DIGEST_ALGORITHMS=               [registrar] digest_algorithms for holdfast, e.g. '["MD5"]' (default: its own)
 #   HOLDFAST_BIN=                       a holdfast binary to race instead of building one
 #   HF_LABEL=                           its name in the table (default: "tree", or the path)
 #   KAMAILIO=/usr/sbin/kamailio  SIPP=sipp

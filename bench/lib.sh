@@ -325,6 +325,7 @@ max_transactions = $HF_MAX_TX
 [registrar]
 min_expires = 10
 nonce_lifetime_secs = $HF_NONCE_LIFETIME
+${HF_DIGEST_ALGORITHMS:+digest_algorithms = $HF_DIGEST_ALGORITHMS}
 
 [bans]
 enabled = false

@@ -46,6 +46,7 @@
 #   HF_NONCE_LIFETIME=30                [registrar] nonce_lifetime_secs for holdfast (see below)
 #   HF_MAX_TX=2000000                   [limits] max_transactions for holdfast
 #   HF_CORE_SHARDS=0                    [sip] core_shards for holdfast (0: one per processor)
+#   HF_DIGEST_ALGORITHMS=               [registrar] digest_algorithms for holdfast, e.g. '["MD5"]' (default: its own)
 #   HOLDFAST_BIN=                       a holdfast binary to race instead of building one
 #   HF_LABEL=                           its name in the table (default: "tree", or the path)
 #   KAMAILIO=/usr/sbin/kamailio  SIPP=sipp
