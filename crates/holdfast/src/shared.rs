@@ -255,32 +255,28 @@ impl Shared {
         }
         sent
     }
-}
 
-impl Shared {
     /// Queues `bytes` on a connection's writer. A queue over either bound (messages,
     /// bytes) means a peer that does not read what it is sent: the connection is
     /// closed and counted.
     fn queue_on(&self, h: &ConnHandle, bytes: Bytes) -> bool {
         let len = bytes.len();
-        let before = h.queued.fetch_add(len, Ordering::Relaxed);
-        let result = if before.saturating_add(len) > self.config.limits.write_queue_bytes {
-            Err(mpsc::error::TrySendError::Full(bytes))
-        } else {
-            h.tx.try_send(bytes)
-        };
-        match result {
-            Ok(()) => true,
-            Err(e) => {
-                h.queued.fetch_sub(len, Ordering::Relaxed);
-                if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                    self.metrics
-                        .ingress_limit(crate::metrics::IngressLimit::WriteQueue);
-                    h.close.notify_one();
-                }
-                false
-            }
+        let queued = h
+            .queued
+            .fetch_add(len, Ordering::Relaxed)
+            .saturating_add(len);
+        let full = queued > self.config.limits.write_queue_bytes
+            || match h.tx.try_send(bytes) {
+                Ok(()) => return true,
+                Err(e) => matches!(e, mpsc::error::TrySendError::Full(_)),
+            };
+        h.queued.fetch_sub(len, Ordering::Relaxed);
+        if full {
+            self.metrics
+                .ingress_limit(crate::metrics::IngressLimit::WriteQueue);
+            h.close.notify_one();
         }
+        false
     }
 }
 

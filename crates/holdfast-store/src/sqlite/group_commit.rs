@@ -2,8 +2,9 @@
 //! share one transaction and one fsync.
 //!
 //! The thread waits for a write, waits out what is left of the commit spacing since
-//! the last commit began (nothing after a quiet spell), opens a transaction (`BEGIN IMMEDIATE`, so the lock is
-//! taken once, up front, under the busy timeout), runs that write and then every write
+//! the last commit began (nothing after a quiet spell), opens a transaction (`BEGIN
+//! IMMEDIATE`, so the lock is taken once, up front, under the busy timeout), runs that
+//! write and then every write
 //! that has queued meanwhile, up to `max_batch`, each in its own savepoint (but the
 //! first, which a rollback of the whole transaction undoes alone), commits, and only
 //! then answers each caller. A write that fails is rolled back to its savepoint and
@@ -158,8 +159,7 @@ fn run_jobs(
             // The first write of the transaction needs no savepoint (whose journal
             // copies every page the write touches): when it fails, the transaction
             // holds nothing else, and is rolled back and begun anew for the rest.
-            let ok = job.run(conn);
-            if !ok {
+            if !job.run(conn) {
                 if !conn.is_autocommit() {
                     execute_cached(conn, "ROLLBACK")?;
                 }

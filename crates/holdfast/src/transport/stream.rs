@@ -158,7 +158,7 @@ pub fn outbound<W>(
 where
     W: FnMut(Vec<Bytes>) -> futures_util::future::BoxFuture<'static, bool> + Send + 'static,
 {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(shared.config.limits.write_queue.max(1));
+    let (tx, mut rx) = mpsc::channel::<Bytes>(shared.config.limits.write_queue);
     let close = Arc::new(Notify::new());
     let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let id = shared.register_conn(ConnHandle {
@@ -356,11 +356,6 @@ async fn read_loop<R: AsyncRead + Unpin>(
             // fragment count and read timer of the next message start here.
             fragments = usize::from(framer.in_message());
             message_started = now;
-            // Let the connection's writer (and the shards) run before reading on: a
-            // peer that keeps the socket full would otherwise keep this task busy
-            // for a whole scheduling budget, a hundred reads, while the answers to
-            // what it sent pile up in the write queue until it overflows.
-            tokio::task::yield_now().await;
         }
     }
 }
