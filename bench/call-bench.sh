@@ -32,13 +32,17 @@
 #                       ../shared/interop/kamailio-bench from the repo root):
 #                       kamailio-bench.cfg is used; the sipp scenarios are this repo's.
 #
-# Environment (defaults for the full run, about 12-15 minutes on 2 cores):
+# Environment (defaults for the full run, about 20-25 minutes on 2 cores):
 #   START=500 FACTOR=1.5 MAX=20000      offered calls per second: START, then each step
 #                                       FACTOR times the last (rounded to 100)
 #   HOLD=8                              seconds per step
 #   SETTLE_MAX=20                       after a failed step, wait up to this long for the
 #                                       server's CPU to fall under 10 % of a processor
 #   RETRY=1                             repeat a failing step once before giving up
+#   ROUNDS=2                            rounds of series: each server's maximum is its best
+#                                       over the rounds, Kamailio first in odd rounds and
+#                                       holdfast first in even ones (rounds after the first
+#                                       step only Kamailio's best NCHILD of round 1)
 #   REFINE=2                            bisection steps between the last pass and the fail
 #   NCHILD="2 4 8"                      Kamailio children / tcp_children to try (best kept)
 #   CPU_RATE=1000                       the fixed rate for CPU per call (at most)
@@ -70,13 +74,14 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bench_parse_args "$@"
 
 if [ "$quick" = 1 ]; then
-    : "${START:=500}" "${FACTOR:=2}" "${HOLD:=4}" "${RETRY:=0}" "${REFINE:=0}" "${NCHILD:=4}" "${TAIL:=0}"
+    : "${START:=500}" "${FACTOR:=2}" "${HOLD:=4}" "${RETRY:=0}" "${REFINE:=0}" "${NCHILD:=4}" "${ROUNDS:=1}" "${TAIL:=0}"
 fi
 START="${START:-500}"
 FACTOR="${FACTOR:-1.5}"
 MAX="${MAX:-20000}"
 HOLD="${HOLD:-8}"
 RETRY="${RETRY:-1}"
+ROUNDS="${ROUNDS:-2}"
 REFINE="${REFINE:-2}"
 NCHILD="${NCHILD:-2 4 8}"
 CPU_RATE="${CPU_RATE:-1000}"
@@ -380,6 +385,7 @@ table="$OUT/table.md"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     bench_table_rows
     echo
+    bench_table_rounds
     for t in $TRANSPORTS; do
         echo "- -t $t: Kamailio's best NCHILD ${KAMN[$t]}; sipp CPU (caller / callee, % of a processor) at the best step: holdfast $(sipp_at holdfast "$t" "${MAXRATE[holdfast,$t]}"), Kamailio $(sipp_at kamailio "$t" "${MAXRATE[kamailio,$t]}") (near 100 % sipp is the limit, not the server)"
     done

@@ -215,7 +215,7 @@ bench_parse_args() {
 # ================================================================ shared by the race scripts
 # (options-bench.sh, register-bench.sh, call-bench.sh). They read the scripts' globals:
 # work, OUT, steps_tsv, SERVERS, SIPP, KAMAILIO, KAM_CFG, KAM_PORT, HF_*, clk_tck, ncpu,
-# START, MAX, REFINE, RETRY, FACTOR, HOLD, CPU_RATE, TRANSPORTS, NCHILD, SETTLE_MAX and
+# START, MAX, REFINE, RETRY, FACTOR, HOLD, CPU_RATE, TRANSPORTS, NCHILD, ROUNDS, SETTLE_MAX and
 # the associative arrays below.
 declare -A MAXRATE KAMN CPURATE PROBE_NOTE
 
@@ -665,49 +665,78 @@ cpu_tail() {
     TAIL_ID[$1]=""
 }
 
-hf_series() {
-    bench_log "holdfast ($HF_LABEL) -t $1: stepping from $START/s"
-    series holdfast hf "$1" "$START"
-    MAXRATE[holdfast,$1]="$SERIES_BEST"
+# kam_series_round ROUND: Kamailio's series of one round, every transport. Round 1
+# tries each NCHILD in turn; a later NCHILD starts about 10 % above the best so far
+# and does not step down, since it only matters if it beats it. Later rounds step
+# only the NCHILD that was best in round 1 for that transport, from START.
+kam_series_round() {
+    local round="$1" first_n=1 n t prev first b
+    for n in $NCHILD; do
+        for t in $TRANSPORTS; do
+            if [ "$round" -gt 1 ]; then
+                [ "$n" = "${KAMN1[$t]:-${NCHILD%% *}}" ] || continue
+                first_n=1
+            fi
+            kam_start "$n"
+            prev="${ROUNDMAX[kamailio,$t,$round]:-0}"
+            first="$START"
+            if [ "$prev" -gt 0 ]; then first="$(above_rate "$prev")"; fi
+            bench_log "round $round: kamailio NCHILD=$n -t $t: stepping from $first/s"
+            series kamailio "n$n" "$t" "$first" "$first_n"
+            b="$SERIES_BEST"
+            if [ "$b" -gt "$prev" ]; then
+                ROUNDMAX[kamailio,$t,$round]="$b"
+                [ "$round" -gt 1 ] || KAMN1[$t]="$n"
+            fi
+            if [ "$b" -gt "${MAXRATE[kamailio,$t]}" ]; then MAXRATE[kamailio,$t]="$b"; KAMN[$t]="$n"; fi
+            kam_stop
+        done
+        first_n=0
+    done
+}
+
+# hf_series_round ROUND: holdfast's series of one round, every transport, each on a
+# freshly started holdfast (the first series of the run on the one started for the
+# users).
+HF_SERIES_RUN=0
+hf_series_round() {
+    local round="$1" t
+    for t in $TRANSPORTS; do
+        [ "$HF_SERIES_RUN" = 0 ] || bench_hf_restart
+        HF_SERIES_RUN=1
+        bench_log "round $round: holdfast ($HF_LABEL) -t $t: stepping from $START/s"
+        series holdfast hf "$t" "$START"
+        ROUNDMAX[holdfast,$t,$round]="$SERIES_BEST"
+        if [ "$SERIES_BEST" -gt "${MAXRATE[holdfast,$t]}" ]; then MAXRATE[holdfast,$t]="$SERIES_BEST"; fi
+    done
 }
 
 # bench_race: the run of register-bench.sh and call-bench.sh (kam_start NCHILD is theirs).
-# 1. Kamailio, each NCHILD in turn, every transport; a later NCHILD starts about 10 %
-#    above the best so far and does not step down, since it only matters if it beats it.
-# 2. holdfast, every transport.
+# 1. ROUNDS rounds of series. In each, Kamailio (kam_series_round) and holdfast
+#    (hf_series_round), every transport; odd rounds Kamailio first, even rounds
+#    holdfast first, so that a host that gets faster or slower during the run (the
+#    machines here move by 20 % within minutes) favours neither. Each server's
+#    maximum is its best over the rounds; the table also gives each round's pair.
 #    Every series runs on a freshly started server (Kamailio with that NCHILD, holdfast
 #    on the same data), so that none is charged with what the one before left behind
 #    (holdfast keeps each answered UDP transaction 32 s; failed steps leave calls and
 #    retransmissions in flight).
-# 3. For each transport, Kamailio restarted with its best NCHILD for that transport
+# 2. For each transport, Kamailio restarted with its best NCHILD for that transport
 #    and holdfast restarted (once, on the same data), one CPU step each at the same
 #    fixed rate.
+declare -A ROUNDMAX KAMN1
 bench_race() {
-    local first_n n t prev first b kam_running
+    local n t round kam_running
     for t in $TRANSPORTS; do KAMN[$t]="-"; MAXRATE[kamailio,$t]=0; MAXRATE[holdfast,$t]=0; done
-    if has_server kamailio; then
-        first_n=1
-        for n in $NCHILD; do
-            for t in $TRANSPORTS; do
-                kam_start "$n"
-                prev="${MAXRATE[kamailio,$t]}"
-                first="$START"
-                if [ "$prev" -gt 0 ]; then first="$(above_rate "$prev")"; fi
-                bench_log "kamailio NCHILD=$n -t $t: stepping from $first/s"
-                series kamailio "n$n" "$t" "$first" "$first_n"
-                b="$SERIES_BEST"
-                if [ "$b" -gt "$prev" ]; then MAXRATE[kamailio,$t]="$b"; KAMN[$t]="$n"; fi
-                kam_stop
-            done
-            first_n=0
-        done
-    fi
-    if has_server holdfast; then
-        for t in $TRANSPORTS; do
-            [ "$t" = "${TRANSPORTS%% *}" ] || bench_hf_restart
-            hf_series "$t"
-        done
-    fi
+    for round in $(seq 1 "$ROUNDS"); do
+        if [ $((round % 2)) = 1 ]; then
+            if has_server kamailio; then kam_series_round "$round"; fi
+            if has_server holdfast; then hf_series_round "$round"; fi
+        else
+            if has_server holdfast; then hf_series_round "$round"; fi
+            if has_server kamailio; then kam_series_round "$round"; fi
+        fi
+    done
     kam_running=""
     if has_server holdfast; then bench_hf_restart; fi
     for t in $TRANSPORTS; do
@@ -727,6 +756,21 @@ bench_race() {
         cpu_tail holdfast
     done
     [ -z "$kam_running" ] || kam_stop
+}
+
+# bench_table_rounds: with more than one round, one line per transport with each
+# round's maxima and their ratio.
+bench_table_rounds() {
+    local t round h k line
+    [ "$ROUNDS" -gt 1 ] || return 0
+    for t in $TRANSPORTS; do
+        line=""
+        for round in $(seq 1 "$ROUNDS"); do
+            h="${ROUNDMAX[holdfast,$t,$round]:-0}" k="${ROUNDMAX[kamailio,$t,$round]:-0}"
+            line="$line${line:+; }round $round ($([ $((round % 2)) = 1 ] && echo "Kamailio first" || echo "holdfast first")): holdfast $h, Kamailio $k ($(ratio "$h" "$k"))"
+        done
+        echo "- -t $t per round: $line"
+    done
 }
 
 # ---------------------------------------------------------------- the table

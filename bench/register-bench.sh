@@ -26,13 +26,17 @@
 #                       KAMAILIO_BENCH_DIR, else ../shared/interop/kamailio-bench from the
 #                       repo root): kamailio-bench.cfg and scenarios/register.xml are used.
 #
-# Environment (defaults for the full run, about 9-10 minutes on 2 cores):
+# Environment (defaults for the full run, about 15 minutes on 2 cores):
 #   START=2000 FACTOR=1.5 MAX=60000     offered registrations per second: START, then
 #                                       each step FACTOR times the last (rounded to 500)
 #   HOLD=8                              seconds per step
 #   SETTLE_MAX=20                       after a failed step, wait up to this long for the
 #                                       server's CPU to fall under 10 % of a processor
 #   RETRY=1                             repeat a failing step once before giving up
+#   ROUNDS=2                            rounds of series: each server's maximum is its best
+#                                       over the rounds, Kamailio first in odd rounds and
+#                                       holdfast first in even ones (rounds after the first
+#                                       step only Kamailio's best NCHILD of round 1)
 #   REFINE=2                            bisection steps between the last pass and the fail
 #   NCHILD="2 4 8"                      Kamailio children / tcp_children to try (best kept)
 #   CPU_RATE=3000                       the fixed rate for CPU per registration (at most)
@@ -47,14 +51,16 @@
 #   HF_MAX_TX=2000000                   [limits] max_transactions for holdfast
 #   HF_CORE_SHARDS=0                    [sip] core_shards for holdfast (0: one per processor)
 #   HF_DIGEST_ALGORITHMS=               [registrar] digest_algorithms for holdfast, e.g. '["MD5"]' (default: its own)
+#   SIPP_ARGS=                          more sipp arguments for every step, e.g. '-trace_msg' (split on spaces)
 #   HOLDFAST_BIN=                       a holdfast binary to race instead of building one
 #   HF_LABEL=                           its name in the table (default: "tree", or the path)
 #   KAMAILIO=/usr/sbin/kamailio  SIPP=sipp
 #   OUT=target/register-bench           where steps.tsv, table.md and the logs are kept
 #
 # holdfast's digest layer remembers the nonce-count of every nonce it has seen for the
-# nonce lifetime, at most 1,000,000 at once (past that it answers stale 401s), so with
-# its default lifetime of 300 s it sustains at most 3,333 new nonces/s; a bench run
+# nonce lifetime, at most [registrar] max_tracked_nonces at once (2,000,000; past that it
+# answers stale 401s), so with its default lifetime of 300 s it sustains at most 6,666
+# new nonces/s; a bench run
 # registers more than that over a few minutes, so the bench lowers the lifetime to 30 s
 # (sipp answers every challenge at once, so nothing else changes).
 #
@@ -69,13 +75,14 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bench_parse_args "$@"
 
 if [ "$quick" = 1 ]; then
-    : "${START:=2000}" "${FACTOR:=2}" "${HOLD:=4}" "${RETRY:=0}" "${REFINE:=0}" "${NCHILD:=4}"
+    : "${START:=2000}" "${FACTOR:=2}" "${HOLD:=4}" "${RETRY:=0}" "${REFINE:=0}" "${NCHILD:=4}" "${ROUNDS:=1}"
 fi
 START="${START:-2000}"
 FACTOR="${FACTOR:-1.5}"
 MAX="${MAX:-60000}"
 HOLD="${HOLD:-8}"
 RETRY="${RETRY:-1}"
+ROUNDS="${ROUNDS:-2}"
 REFINE="${REFINE:-2}"
 NCHILD="${NCHILD:-2 4 8}"
 CPU_RATE="${CPU_RATE:-3000}"
@@ -92,6 +99,7 @@ SIPP="${SIPP:-sipp}"
 OUT="${OUT:-$root/target/register-bench}"
 RECV_TIMEOUT_MS=3000
 SETTLE_MAX="${SETTLE_MAX:-20}"
+read -r -a SIPP_ARGV <<<"${SIPP_ARGS:-}"
 # sipp's own socket buffers default to 64 kB: at thousands of messages a second its UDP
 # socket then drops responses (and a TCP peer's window stalls), which reads as the
 # server's failure. 4 MB is the kernel's rmem_max/wmem_max here.
@@ -156,7 +164,7 @@ run_sipp() {
     bench_sipp_run "$secs" -sf "$SCENARIO" "127.0.0.1:$port" \
         -t "$t" -i 127.0.0.1 -p "$SIPP_PORT" -r "$rate" -m "$calls" -inf "$users_csv" \
         -recv_timeout "$RECV_TIMEOUT_MS" -timeout "${secs}s" -buff_size "$SIPP_BUF" \
-        -nostdin -trace_stat -stf "$stat" -fd 1 -trace_err -error_file "$err" -max_log_size 20000000
+        -nostdin -trace_stat -stf "$stat" -fd 1 -trace_err -error_file "$err" -max_log_size 20000000 "${SIPP_ARGV[@]}"
 }
 
 # run_step SERVER CONFIG TRANSPORT RATE [KIND]: one step; appends a row to steps.tsv and
@@ -277,6 +285,7 @@ table="$OUT/table.md"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     bench_table_rows
     echo
+    bench_table_rounds
     for t in $TRANSPORTS; do
         echo "- -t $t: Kamailio's best NCHILD ${KAMN[$t]}; at the best step sipp used holdfast $(sipp_at holdfast "$t" "${MAXRATE[holdfast,$t]}") %, Kamailio $(sipp_at kamailio "$t" "${MAXRATE[kamailio,$t]}") % of a processor (near 100 % sipp is the limit, not the server) and retransmitted holdfast $(retr_at holdfast "$t" "${MAXRATE[holdfast,$t]}"), Kamailio $(retr_at kamailio "$t" "${MAXRATE[kamailio,$t]}") times"
     done
