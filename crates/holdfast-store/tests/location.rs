@@ -157,6 +157,77 @@ async fn remove_and_remove_all() {
 }
 
 #[tokio::test]
+async fn replace_makes_the_given_bindings_the_whole_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let aor = "alice@example.com";
+    let mut a1 = binding(aor, "sip:a1@192.0.2.1", NOW + 60);
+    let a2 = binding(aor, "sip:a2@192.0.2.2", NOW + 60);
+    let mut a3 = binding(aor, "sip:a3@192.0.2.3", NOW + 60);
+    a3.instance = Some("<urn:uuid:00000000-0000-0000-0000-000000000003>".into());
+    a3.reg_id = Some(1);
+    let bob = binding("bob@example.com", "sip:a1@192.0.2.1", NOW + 60);
+    store
+        .apply(vec![
+            BindingOp::Upsert(a1.clone()),
+            BindingOp::Upsert(a2.clone()),
+            BindingOp::Upsert(a3.clone()),
+            BindingOp::Upsert(bob.clone()),
+        ])
+        .await
+        .unwrap();
+
+    // A refresh of a1 and of a3 (same instance and reg-id, new contact); a2 is not
+    // in the set any more. Another AOR with the same contact is left alone.
+    a1.expires_at = NOW + 3600;
+    a1.cseq = 7;
+    a3.contact = "sip:a3@198.51.100.3:4444".into();
+    store
+        .apply(vec![BindingOp::Replace {
+            aor: aor.into(),
+            bindings: vec![a1.clone(), a3.clone()],
+        }])
+        .await
+        .unwrap();
+    let loaded = store.load_unexpired(NOW).await.unwrap();
+    assert_eq!(loaded, vec![a1.clone(), a3.clone(), bob.clone()]);
+
+    // The same set again changes nothing; an empty set removes every binding.
+    store
+        .apply(vec![BindingOp::Replace {
+            aor: aor.into(),
+            bindings: vec![a1.clone(), a3.clone()],
+        }])
+        .await
+        .unwrap();
+    assert_eq!(store.load_unexpired(NOW).await.unwrap().len(), 3);
+    store
+        .apply(vec![BindingOp::Replace {
+            aor: aor.into(),
+            bindings: vec![],
+        }])
+        .await
+        .unwrap();
+    assert_eq!(store.load_unexpired(NOW).await.unwrap(), vec![bob.clone()]);
+
+    // A binding of another AOR in the set is refused, and nothing is applied.
+    let refused = store
+        .apply(vec![
+            BindingOp::Upsert(a2.clone()),
+            BindingOp::Replace {
+                aor: aor.into(),
+                bindings: vec![a1.clone(), bob.clone()],
+            },
+        ])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid { field: "aor", .. })),
+        "{refused:?}"
+    );
+    assert_eq!(store.load_unexpired(NOW).await.unwrap(), vec![bob]);
+}
+
+#[tokio::test]
 async fn ops_apply_in_order_and_all_or_none() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
