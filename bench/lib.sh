@@ -547,6 +547,27 @@ bench_settle_failed() {
     if [ "$waited" -gt 2 ]; then bench_log "$1 took ${waited} s to settle"; fi
 }
 
+# bench_after_step SERVER CONFIG KIND: after a failed step of a series (KIND step) the
+# server is restarted (Kamailio with the same NCHILD, holdfast on the same data) when
+# RESTART_FAILED=1, the default, so that the next step does not start inside the storm
+# the failed one left: calls of a failed step still ringing until their INVITE timeout
+# (Kamailio's fr_inv_timer 30 s, holdfast's Timer C 181 s), whose INVITEs go on being
+# retransmitted to the next step's callee and whose transactions fill the table. With
+# RESTART_FAILED=0, or after a probe or a CPU step, bench_settle_failed.
+bench_after_step() {
+    if [ "$STEP_PASS" != 1 ] && [ "$3" = step ] && [ "${RESTART_FAILED:-1}" = 1 ]; then
+        bench_log "$1: restarted after its failed step"
+        if [ "$1" = holdfast ]; then
+            bench_hf_restart
+        else
+            kam_stop
+            kam_start "${2#n}"
+        fi
+        return 0
+    fi
+    bench_settle_failed "$1"
+}
+
 # ---------------------------------------------------------------- series (rate * FACTOR)
 # Used by register-bench.sh and call-bench.sh, whose run_step SERVER CONFIG TRANSPORT
 # RATE [KIND] sets STEP_PASS, STEP_ROW (probe rows: $11 success %, $27 sipp's failures,

@@ -33,6 +33,8 @@
 #   SETTLE_MAX=20                       after a failed step, wait up to this long for the
 #                                       server's CPU to fall under 10 % of a processor
 #   RETRY=1                             repeat a failing step once before giving up
+#   RESTART_FAILED=1                    restart the server after a failed step of a series
+#                                       (0: wait for its CPU to settle instead)
 #   ROUNDS=2                            rounds of series: each server's maximum is its best
 #                                       over the rounds, Kamailio first in odd rounds and
 #                                       holdfast first in even ones (rounds after the first
@@ -232,7 +234,7 @@ run_step() {
         (($18 + $19) > 0 ? sprintf(", udp rcvbuf errors +%d (server socket +%d)", $18, $19) : ""),
         ($27 != "-" ? ", failed: " $27 "; unexpected " $28 : ""),
         ($25 ? "pass" : "FAIL") }' <<<"$STEP_ROW" >&2
-    bench_settle_failed "$server"
+    bench_after_step "$server" "$config" "$kind"
 }
 
 # ---------------------------------------------------------------- the run
