@@ -156,6 +156,17 @@ async fn remove_and_remove_all() {
     assert_eq!(loaded[0].aor, "bob@example.com");
 }
 
+/// Replaces `aor`'s bindings with `bindings`, which must succeed.
+async fn replace(store: &SqliteStore, aor: &str, bindings: Vec<Binding>) {
+    store
+        .apply(vec![BindingOp::Replace {
+            aor: aor.into(),
+            bindings,
+        }])
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn replace_makes_the_given_bindings_the_whole_set() {
     let dir = tempfile::tempdir().unwrap();
@@ -182,32 +193,14 @@ async fn replace_makes_the_given_bindings_the_whole_set() {
     a1.expires_at = NOW + 3600;
     a1.cseq = 7;
     a3.contact = "sip:a3@198.51.100.3:4444".into();
-    store
-        .apply(vec![BindingOp::Replace {
-            aor: aor.into(),
-            bindings: vec![a1.clone(), a3.clone()],
-        }])
-        .await
-        .unwrap();
+    replace(&store, aor, vec![a1.clone(), a3.clone()]).await;
     let loaded = store.load_unexpired(NOW).await.unwrap();
     assert_eq!(loaded, vec![a1.clone(), a3.clone(), bob.clone()]);
 
     // The same set again changes nothing; an empty set removes every binding.
-    store
-        .apply(vec![BindingOp::Replace {
-            aor: aor.into(),
-            bindings: vec![a1.clone(), a3.clone()],
-        }])
-        .await
-        .unwrap();
+    replace(&store, aor, vec![a1.clone(), a3.clone()]).await;
     assert_eq!(store.load_unexpired(NOW).await.unwrap().len(), 3);
-    store
-        .apply(vec![BindingOp::Replace {
-            aor: aor.into(),
-            bindings: vec![],
-        }])
-        .await
-        .unwrap();
+    replace(&store, aor, vec![]).await;
     assert_eq!(store.load_unexpired(NOW).await.unwrap(), vec![bob.clone()]);
 
     // A binding of another AOR in the set is refused, and nothing is applied.
