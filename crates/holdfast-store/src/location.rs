@@ -94,16 +94,6 @@ pub enum BindingOp {
         /// The address of record.
         aor: String,
     },
-    /// Makes `bindings` the whole set of `aor`'s bindings: each is upserted and every
-    /// other binding of `aor` removed. What a registrar that keeps the AOR's set in
-    /// memory writes after a REGISTER; a refresh then updates its rows in place
-    /// instead of deleting and inserting them again. Every binding must be of `aor`.
-    Replace {
-        /// The address of record.
-        aor: String,
-        /// Its bindings from now on (none: every binding removed).
-        bindings: Vec<Binding>,
-    },
 }
 
 /// The location service's storage.
@@ -120,22 +110,16 @@ pub trait Location: Send + Sync {
     fn purge_expired(&self, now: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
-fn validate_binding(binding: &Binding) -> Result<(), StoreError> {
-    let invalid = |field, reason| Err(StoreError::Invalid { field, reason });
-    if binding.contact.is_empty() {
-        return invalid("contact", "empty");
-    }
-    if binding.instance.as_deref() == Some("") {
-        return invalid("instance", "empty (omit it instead)");
-    }
-    Ok(())
-}
-
 pub(crate) fn validate_op(op: &BindingOp) -> Result<(), StoreError> {
     let invalid = |field, reason| Err(StoreError::Invalid { field, reason });
     let aor = match op {
         BindingOp::Upsert(binding) => {
-            validate_binding(binding)?;
+            if binding.contact.is_empty() {
+                return invalid("contact", "empty");
+            }
+            if binding.instance.as_deref() == Some("") {
+                return invalid("instance", "empty (omit it instead)");
+            }
             &binding.aor
         }
         BindingOp::Remove { aor, contact } => {
@@ -145,15 +129,6 @@ pub(crate) fn validate_op(op: &BindingOp) -> Result<(), StoreError> {
             aor
         }
         BindingOp::RemoveAll { aor } => aor,
-        BindingOp::Replace { aor, bindings } => {
-            for binding in bindings {
-                validate_binding(binding)?;
-                if binding.aor != *aor {
-                    return invalid("aor", "a replacing binding of another AOR");
-                }
-            }
-            aor
-        }
     };
     if aor.is_empty() {
         return invalid("aor", "empty");

@@ -786,10 +786,9 @@ async fn location_actor(
                             replies.send(job.request.call_id(), reply).await;
                         }
                         RegisterOutcome::Update { aor, bindings, response } => {
-                            let ops = vec![BindingOp::Replace {
-                                aor: aor.clone(),
-                                bindings: bindings.iter().map(|b| to_store(b, &node, now)).collect(),
-                            }];
+                            let mut ops = Vec::with_capacity(bindings.len().saturating_add(1));
+                            ops.push(BindingOp::RemoveAll { aor: aor.clone() });
+                            ops.extend(bindings.iter().map(|b| BindingOp::Upsert(to_store(b, &node, now))));
                             write(&location).replace(&aor, bindings);
                             changes.push(ops);
                             pending.push(Pending { key: job.key, request: job.request, response });

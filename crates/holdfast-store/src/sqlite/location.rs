@@ -48,31 +48,9 @@ pub(super) fn apply(conn: &Connection, ops: &[BindingOp]) -> Result<(), StoreErr
                     .and_then(|mut stmt| stmt.execute([aor]))
                     .map_err(sqlite_error)?;
             }
-            BindingOp::Replace { aor, bindings } => replace(conn, aor, bindings)?,
         }
     }
     Ok(())
-}
-
-/// The rows of `aor` become `bindings`: the rows of other identities are deleted (an
-/// AOR has a handful at most), then each binding upserted, so that a refresh rewrites
-/// its row where it is instead of deleting it and inserting it again.
-fn replace(conn: &Connection, aor: &str, bindings: &[Binding]) -> Result<(), StoreError> {
-    let keep: Vec<String> = bindings.iter().map(identity_key).collect();
-    let stale: Vec<String> = conn
-        .prepare_cached("SELECT identity FROM bindings WHERE aor = ?1")
-        .and_then(|mut stmt| {
-            stmt.query_map([aor], |row| row.get::<_, String>(0))?
-                .filter(|identity| identity.as_ref().map_or(true, |i| !keep.contains(i)))
-                .collect()
-        })
-        .map_err(sqlite_error)?;
-    for identity in &stale {
-        conn.prepare_cached("DELETE FROM bindings WHERE aor = ?1 AND identity = ?2")
-            .and_then(|mut stmt| stmt.execute([aor, identity]))
-            .map_err(sqlite_error)?;
-    }
-    bindings.iter().try_for_each(|b| upsert(conn, b))
 }
 
 /// Applies each change (one REGISTER's ops) so that a change that was refused before
