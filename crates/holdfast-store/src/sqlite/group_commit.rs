@@ -4,10 +4,9 @@
 //! The thread waits for a write, waits out what is left of the commit spacing since
 //! the last commit began (nothing after a quiet spell), opens a transaction (`BEGIN
 //! IMMEDIATE`, so the lock is taken once, up front, under the busy timeout), runs that
-//! write and then every write
-//! that has queued meanwhile, up to `max_batch`, each in its own savepoint (but the
-//! first, which a rollback of the whole transaction undoes alone), commits, and only
-//! then answers each caller. A write that fails is rolled back to its savepoint and
+//! write and then every write that has queued meanwhile, up to `max_batch`, each in
+//! its own savepoint (but the first, which a rollback of the whole transaction undoes
+//! alone), commits, and only then answers each caller. A write that fails is rolled back to its savepoint and
 //! answered with its error; the others are not affected. If the commit fails, every
 //! write of the batch is answered with that error: none of them was written.
 
